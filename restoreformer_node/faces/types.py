@@ -1,0 +1,54 @@
+"""The FACES value: what detection hands to alignment, restoration, paste-back and inspection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .template import CROP_SIZE
+
+
+@dataclass(frozen=True)
+class DetectedFace:
+    """One face in one image of a batch. Coordinates are pixels of the source image."""
+
+    image_index: int  # index of the image in the IMAGE batch
+    box: torch.Tensor  # [4] float32: x0, y0, x1, y1
+    landmarks: torch.Tensor  # [5, 2] float32: left eye, right eye, nose, left / right mouth corner
+    score: float  # detector confidence in [0, 1]
+    affine: torch.Tensor  # [2, 3] float64: source pixel coords -> crop (template) pixel coords
+
+    @property
+    def size(self) -> float:
+        """Side of the box's bounding square (the larger of width and height)."""
+        x0, y0, x1, y1 = self.box.tolist()
+        return max(x1 - x0, y1 - y0)
+
+
+@dataclass(frozen=True)
+class Faces:
+    """All faces found in an IMAGE batch (the node type `RF_FACES`).
+
+    `faces` is in a stable order (by image index, then the selection's order).
+    """
+
+    faces: tuple[DetectedFace, ...]
+    batch_size: int  # images in the batch the faces were found in
+    image_height: int
+    image_width: int
+    crop_size: int = CROP_SIZE
+    detector: str = ""  # which detector produced them, for messages
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def __len__(self) -> int:
+        return len(self.faces)
+
+    def for_image(self, index: int) -> tuple[DetectedFace, ...]:
+        return tuple(f for f in self.faces if f.image_index == index)
+
+    def affines(self) -> torch.Tensor:
+        """[N, 2, 3] float64 transforms of all faces (empty [0, 2, 3] when none)."""
+        if not self.faces:
+            return torch.zeros(0, 2, 3, dtype=torch.float64)
+        return torch.stack([f.affine for f in self.faces])
