@@ -1,0 +1,72 @@
+"""Shared helpers of the benchmarks: identical random weights in our model and spandrel's, timing.
+
+Random weights of the real architecture stand in for the published ones (no downloads here); the
+codebook is spread to unit scale so the nearest-entry search is meaningful.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from restoreformer_node.model import RESTOREFORMER, RestoreFormer, RestoreFormerConfig
+
+FLOP_PER_512 = 683e9  # one 512x512 forward, 2 FLOP per multiply-add
+
+
+def random_model(config: RestoreFormerConfig = RESTOREFORMER, seed: int = 0) -> RestoreFormer:
+    torch.manual_seed(seed)
+    model = RestoreFormer(config)
+    with torch.no_grad():
+        model.quantize.embedding.weight.normal_()
+    return model.eval()
+
+
+def spandrel_twin(model: RestoreFormer) -> torch.nn.Module:
+    """spandrel's RestoreFormer loaded with exactly our weights (RF layout only)."""
+    from spandrel import ModelLoader
+
+    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return ModelLoader().load_from_state_dict(sd).model.eval()
+
+
+def spandrel_forward(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """spandrel's RestoreFormer returns (output, None)."""
+    return net(x)[0]
+
+
+def sync(device: torch.device | str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_call(fn: Callable[[], object], device, repeat: int) -> list[float]:
+    """Wall seconds of `repeat` calls (each synchronised)."""
+    out = []
+    for _ in range(repeat):
+        sync(device)
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def interleaved(fns: dict[str, Callable[[], object]], device, rounds: int, per_round: int = 1):
+    """Median seconds per call of each fn, measured in interleaved rounds (ABAB...), and each
+    fn's spread (max/min over rounds) as a noise figure."""
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            samples[name].extend(time_call(fn, device, per_round))
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    spread = {k: (max(v) / min(v) if min(v) > 0 else float("nan")) for k, v in samples.items()}
+    return med, spread, samples
+
+
+def diff(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+    d = (a.float() - b.float()).abs()
+    return d.max().item(), d.mean().item()

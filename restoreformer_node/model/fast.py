@@ -1,0 +1,250 @@
+"""Inference speed paths for the RestoreFormer network, behind the same module names.
+
+`optimize_for_inference(model)` rewrites the blocks of a loaded model in place so that inference
+runs faster with the same outputs (up to float rounding), while the module tree, the parameters and
+the state-dict keys stay exactly those of the plain definition. Loading and training use the plain
+classes; call this once after the weights are in.
+
+What it does, each chosen by measurement (bench/model_forward.py):
+- channels-last (NHWC) convolutions: oneDNN and cuDNN run 3x3 convolutions without reordering the
+  activations around every call.
+- GroupNorm followed by an in-place SiLU and in-place residual adds: fewer full-resolution
+  temporaries (these passes are memory-bound).
+- Upsample (nearest x2, then a 3x3 conv) as a sub-pixel convolution: the 3x3 kernel acting on a
+  nearest-upsampled map is, per output phase (row parity a, column parity b), a 2x2 kernel on the
+  low-resolution map. One 2x2 convolution with 4x the output channels on the zero-padded input
+  computes all four phases, which are then interleaved. 16 taps at low resolution instead of 9
+  at high resolution: 4/9 of the multiply-adds. Exact up to float rounding (the merged taps
+  are sums of original weights).
+- Mixed precision islands (see `precision.py`): under autocast the residual stream stays fp32,
+  GroupNorm runs in fp32, and the convolutions that read the raw residual stream rescale it by a
+  power of two in fp16 so that large activations cannot overflow.
+
+The fast blocks are inference-only: with autograd enabled they run the plain forward, so an
+optimised model can still be fine-tuned (slowly) without silent gradient errors.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .blocks import AttentionBlock, Downsample, ResnetBlock, Upsample
+from .network import RestoreFormer
+
+# Row (or column) merge of a 3x3 kernel acting on a nearest-x2 upsampled map, per output parity.
+# For output row 2i+a the three kernel rows read low-resolution rows:
+#   a=0: row0 -> i-1, row1 -> i, row2 -> i      => taps (i-1, i) = (k0, k1+k2)
+#   a=1: row0 -> i,   row1 -> i, row2 -> i+1    => taps (i, i+1) = (k0+k1, k2)
+_PHASE_TAPS = torch.tensor(
+    [
+        [[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]],
+        [[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
+    ],
+    dtype=torch.float64,
+)
+
+# fp16's largest finite value is 65504; a convolution sums up to C*9 products, so the raw stream
+# fed to it in fp16 is kept under this bound by an exact power-of-two rescale.
+_FP16_STREAM_LIMIT = 1024.0
+
+
+def subpixel_weight(weight: torch.Tensor) -> torch.Tensor:
+    """[Co, Ci, 3, 3] kernel of "nearest x2 then conv 3x3, pad 1" -> [4*Co, Ci, 2, 2] phase kernels.
+
+    Output channel block p = 2*a + b holds the kernel of output phase (row parity a, column
+    parity b). Merged in float64, then cast back, so each merged tap is the correctly rounded sum.
+    """
+    taps = _PHASE_TAPS.to(weight.device)
+    w = torch.einsum("atk,bsl,oikl->aboits", taps, taps, weight.double())
+    co, ci = weight.shape[:2]
+    return w.reshape(4 * co, ci, 2, 2).to(weight.dtype)
+
+
+def subpixel_upsample_conv(
+    x: torch.Tensor, weight4: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """Nearest x2 upsample followed by the 3x3 conv whose phase kernels are `weight4`.
+
+    x [B, C, H, W] -> [B, Co, 2H, 2W], in x's memory format (channels-last stays channels-last).
+    """
+    b, _, h, w = x.shape
+    co = weight4.shape[0] // 4
+    bias4 = None if bias is None else bias.repeat(4)
+    # Padded by one on every side, the 2x2 conv at (q, r) reads low-res rows q-1, q and columns
+    # r-1, r; phase (a, b) of output pixel (2i+a, 2j+b) is the result at (i+a, j+b).
+    y = F.conv2d(F.pad(x, (1, 1, 1, 1)), weight4, bias4)  # [B, 4Co, H+1, W+1]
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    if channels_last:
+        out = torch.empty((b, h, 2, w, 2, co), dtype=y.dtype, device=y.device)
+        y_hwc = y.permute(0, 2, 3, 1)  # a view when y is channels-last
+        for a in (0, 1):
+            for bb in (0, 1):
+                p = 2 * a + bb
+                out[:, :, a, :, bb, :] = y_hwc[:, a : a + h, bb : bb + w, p * co : (p + 1) * co]
+        return out.view(b, 2 * h, 2 * w, co).permute(0, 3, 1, 2)
+    out = torch.empty((b, co, h, 2, w, 2), dtype=y.dtype, device=y.device)
+    for a in (0, 1):
+        for bb in (0, 1):
+            p = 2 * a + bb
+            out[:, :, :, a, :, bb] = y[:, p * co : (p + 1) * co, a : a + h, bb : bb + w]
+    return out.view(b, co, 2 * h, 2 * w)
+
+
+def _norm_silu(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
+    """GroupNorm (statistics and output in fp32, whatever the input) then SiLU in place."""
+    h = F.group_norm(x.float(), norm.num_groups, norm.weight.float(), norm.bias.float(), norm.eps)
+    return F.silu(h, inplace=True)
+
+
+def _norm(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
+    return F.group_norm(x.float(), norm.num_groups, norm.weight.float(), norm.bias.float(), norm.eps)
+
+
+def _autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
+    dev = x.device.type
+    if torch.is_autocast_enabled(dev):
+        return torch.get_autocast_dtype(dev)
+    return None
+
+
+def stream_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """conv(x) for a conv that reads the raw (un-normalised) residual stream.
+
+    Under fp16 autocast, x is divided by a power of two that brings max|x| under
+    `_FP16_STREAM_LIMIT` (exact in floating point; no host sync) and the result multiplied back in
+    fp32, so large activations cannot overflow fp16. Elsewhere it is a plain call.
+    """
+    if _autocast_dtype(x) != torch.float16:
+        return conv(x)
+    scale = torch.exp2(torch.ceil(torch.log2(x.detach().abs().amax().float() / _FP16_STREAM_LIMIT)))
+    scale = scale.clamp(min=1.0)
+    y = conv._conv_forward(x / scale, conv.weight, None).float() * scale
+    if conv.bias is not None:
+        y = y + conv.bias.float().view(1, -1, 1, 1)
+    return y
+
+
+class FastResnetBlock(ResnetBlock):
+    """ResnetBlock with fused norm+SiLU, an in-place residual add and an fp32 residual stream."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            return super().forward(x)
+        h = self.conv1(_norm_silu(self.norm1, x))
+        h = self.conv2(_norm_silu(self.norm2, h))
+        shortcut = x if self.nin_shortcut is None else stream_conv(self.nin_shortcut, x)
+        if h.dtype == shortcut.dtype and shortcut.dtype == torch.float32:
+            return h.add_(shortcut)
+        return shortcut.float() + h.float()
+
+
+class FastUpsample(Upsample):
+    """Upsample as a sub-pixel convolution (4 phase kernels of 2x2 taps at low resolution)."""
+
+    def _phase_weight(self) -> torch.Tensor:
+        w = self.conv.weight
+        stamp = (w._version, w.data_ptr(), w.dtype, w.device)
+        if getattr(self, "_subpixel_stamp", None) != stamp:
+            # Non-persistent: never in the state dict, rebuilt when the conv weight changes.
+            self.register_buffer("subpixel_weight", subpixel_weight(w.detach()), persistent=False)
+            memory_format = (
+                torch.channels_last
+                if w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+                else torch.contiguous_format
+            )
+            self.subpixel_weight = self.subpixel_weight.contiguous(memory_format=memory_format)
+            self._subpixel_stamp = stamp
+        return self.subpixel_weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            return super().forward(x)
+        weight4 = self._phase_weight()
+        if _autocast_dtype(x) is not None:
+            # Same rule as stream_conv: the sub-pixel conv reads the raw stream.
+            dtype = _autocast_dtype(x)
+            scale = None
+            if dtype == torch.float16:
+                amax = x.abs().amax().float()
+                scale = torch.exp2(torch.ceil(torch.log2(amax / _FP16_STREAM_LIMIT))).clamp(min=1.0)
+                x = x / scale
+            with torch.autocast(x.device.type, enabled=False):
+                y = subpixel_upsample_conv(x.to(dtype), weight4.to(dtype), None).float()
+            if scale is not None:
+                y = y * scale
+            return y + self.conv.bias.float().view(1, -1, 1, 1)
+        return subpixel_upsample_conv(x, weight4, self.conv.bias)
+
+
+class FastDownsample(Downsample):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            return super().forward(x)
+        return stream_conv(self.conv, F.pad(x, (0, 1, 0, 1)))
+
+
+class FastAttentionBlock(AttentionBlock):
+    """Attention with fp32 norms and residual; q, k, v views taken straight from NHWC maps."""
+
+    def forward(self, x, query=None, record=None):
+        if torch.is_grad_enabled() or record is not None:
+            return super().forward(x, query, record)
+        h = _norm(self.norm1, x)
+        source = h if query is None else _norm(self.norm2, query)
+        b, c, hh, ww = x.shape
+        d = c // self.heads
+
+        def split(t: torch.Tensor) -> torch.Tensor:  # [B, C, h, w] -> [B, heads, hw, d]
+            return t.permute(0, 2, 3, 1).reshape(b, hh * ww, self.heads, d).transpose(1, 2)
+
+        out = F.scaled_dot_product_attention(split(self.q(source)), split(self.k(h)), split(self.v(h)))
+        out = out.transpose(1, 2).reshape(b, hh, ww, c).permute(0, 3, 1, 2)
+        return x.float() + self.proj_out(out).float()
+
+
+_FAST_CLASSES: dict[type, type] = {
+    ResnetBlock: FastResnetBlock,
+    Upsample: FastUpsample,
+    Downsample: FastDownsample,
+    AttentionBlock: FastAttentionBlock,
+}
+_PLAIN_CLASSES = {fast: plain for plain, fast in _FAST_CLASSES.items()}
+
+
+def optimize_for_inference(model: RestoreFormer, *, channels_last: bool = True) -> RestoreFormer:
+    """Switch `model`'s blocks to their fast inference forms in place and return it.
+
+    Parameters, buffers saved in the state dict and module names are unchanged (the sub-pixel
+    kernels are non-persistent buffers). `channels_last` stores conv weights NHWC; inputs are
+    converted on entry by `forward`'s first conv. Idempotent.
+    """
+    for module in model.modules():
+        fast = _FAST_CLASSES.get(type(module))
+        if fast is not None:
+            module.__class__ = fast
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model.eval()
+
+
+def restore_plain(model: RestoreFormer) -> RestoreFormer:
+    """Undo `optimize_for_inference` (plain block classes, contiguous NCHW weights)."""
+    for module in model.modules():
+        plain = _PLAIN_CLASSES.get(type(module))
+        if plain is not None:
+            module.__class__ = plain
+            if plain is Upsample and "subpixel_weight" in module._buffers:
+                del module._buffers["subpixel_weight"]
+                module.__dict__.pop("_subpixel_stamp", None)
+    model.to(memory_format=torch.contiguous_format)
+    return model
+
+
+def prepare(
+    model: RestoreFormer, device: torch.device | str = "cpu", *, channels_last: bool = True
+) -> RestoreFormer:
+    """Move a loaded model to `device` (weights stay fp32) and optimise it for inference."""
+    model.to(device)
+    return optimize_for_inference(model, channels_last=channels_last)
