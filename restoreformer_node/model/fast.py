@@ -213,15 +213,20 @@ _FAST_CLASSES: dict[type, type] = {
 _PLAIN_CLASSES = {fast: plain for plain, fast in _FAST_CLASSES.items()}
 
 
-def optimize_for_inference(model: RestoreFormer, *, channels_last: bool = True) -> RestoreFormer:
+def optimize_for_inference(
+    model: RestoreFormer, *, channels_last: bool = True, subpixel: bool = True
+) -> RestoreFormer:
     """Switch `model`'s blocks to their fast inference forms in place and return it.
 
     Parameters, buffers saved in the state dict and module names are unchanged (the sub-pixel
     kernels are non-persistent buffers). `channels_last` stores conv weights NHWC; inputs are
-    converted on entry by `forward`'s first conv. Idempotent.
+    converted on entry by `forward`'s first conv. `subpixel=False` keeps the nearest+conv
+    upsample (for ablations). Idempotent.
     """
     for module in model.modules():
         fast = _FAST_CLASSES.get(type(module))
+        if fast is FastUpsample and not subpixel:
+            continue
         if fast is not None:
             module.__class__ = fast
     if channels_last:

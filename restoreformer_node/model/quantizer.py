@@ -32,14 +32,16 @@ class VectorQuantizer(nn.Module):
         The expansion |z|^2 + |e|^2 - 2 z.e and the first-minimum tie rule match the reference.
         """
         b, c, h, w = z.shape
-        flat = z.permute(0, 2, 3, 1).reshape(-1, c).float()
-        codebook = self.embedding.weight.float()
-        d = (
-            torch.sum(flat**2, dim=1, keepdim=True)
-            + torch.sum(codebook**2, dim=1)
-            - 2 * torch.matmul(flat, codebook.t())
-        )
-        dist, idx = torch.min(d, dim=1)
+        # Autocast would run the matmul below in half precision despite the fp32 inputs.
+        with torch.autocast(z.device.type, enabled=False):
+            flat = z.permute(0, 2, 3, 1).reshape(-1, c).float()
+            codebook = self.embedding.weight.float()
+            d = (
+                torch.sum(flat**2, dim=1, keepdim=True)
+                + torch.sum(codebook**2, dim=1)
+                - 2 * torch.matmul(flat, codebook.t())
+            )
+            dist, idx = torch.min(d, dim=1)
         return idx.view(b, h, w), dist.view(b, h, w)
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
