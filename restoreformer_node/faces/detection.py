@@ -10,6 +10,7 @@ index "0" the first face of every frame, in the chosen order).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -36,7 +37,7 @@ ORDERS = ("left to right", "largest first")
 
 
 def parse_indices(text: str) -> tuple[int, ...]:
-    """"0,2" -> (0, 2); "1-3" -> (1, 2, 3); "-1" -> (-1,) (the last face); "" -> ().
+    """ "0,2" -> (0, 2); "1-3" -> (1, 2, 3); "-1" -> (-1,) (the last face); "" -> ().
 
     Raises ValueError naming the input and the accepted format.
     """
@@ -190,12 +191,14 @@ def find_faces(
     selection: FaceSelection | None = None,
     max_side: int = DEFAULT_MAX_SIDE,
     crop_size: int = CROP_SIZE,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Faces:
     """Detect, select and order faces in an IMAGE batch [B, H, W, C] (0..1, C = 1..4, any device).
 
     Images with no (selected) face are named in `Faces.notes`, as is a downscaled detection copy.
+    progress(done, total) is called after each chunk of images (it may raise to interrupt).
     """
-    return find_faces_detailed(detector, images, selection, max_side, crop_size)[0]
+    return find_faces_detailed(detector, images, selection, max_side, crop_size, progress)[0]
 
 
 def find_faces_detailed(
@@ -204,6 +207,7 @@ def find_faces_detailed(
     selection: FaceSelection | None = None,
     max_side: int = DEFAULT_MAX_SIDE,
     crop_size: int = CROP_SIZE,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[Faces, list[ImageSelection]]:
     """find_faces, plus each image's ordered candidates and chosen positions (for previews)."""
     selection = selection or FaceSelection()
@@ -217,7 +221,7 @@ def find_faces_detailed(
     elif max(height, width) > max_side:
         det_h, det_w = detection_size(height, width, max_side)
         notes.append(f"faces were looked for on a {det_w}x{det_h} copy of the {width}x{height} image")
-    per_image = [select_faces(found, selection) for found in detector.detect(images, max_side=max_side)]
+    per_image = [select_faces(found, selection) for found in detector.detect(images, max_side, progress)]
     for index, chosen in enumerate(per_image):
         prefix = f"image {index}: " if batch > 1 else ""
         notes.extend(prefix + note for note in chosen.notes)
@@ -244,7 +248,9 @@ def summarize(faces: Faces) -> str:
                 f"{where}face {number}: box ({x0:.0f}, {y0:.0f})-({x1:.0f}, {y1:.0f}), "
                 f"size {face.size:.0f} px, score {face.score:.3f}"
             )
-    lines.extend(f"note: {note}" for note in faces.notes)
+    # A lone image's "no face found" note would repeat the first line.
+    redundant = {"no face found"} if faces.batch_size == 1 and not len(faces) else set()
+    lines.extend(f"note: {note}" for note in faces.notes if note not in redundant)
     return "\n".join(lines)
 
 

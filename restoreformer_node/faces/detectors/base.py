@@ -8,6 +8,7 @@ boxes and landmarks it finds back to the pixels of the original images.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -108,12 +109,16 @@ class FaceDetector(ABC):
         MIN_IMAGE_SIDE. Returns one Detection per image in the coordinates of `rgb255`."""
 
     def detect(
-        self, images: torch.Tensor, max_side: int = DEFAULT_MAX_SIDE
+        self,
+        images: torch.Tensor,
+        max_side: int = DEFAULT_MAX_SIDE,
+        progress: Callable[[int, int], None] | None = None,
     ) -> list[Detection]:
         """Find faces in every image of a batch.
 
         images: [B, H, W, C] float in 0..1 (C = 1..4, any device). Returns B Detections in pixels of
         the original images. Images whose shortest side is under MIN_IMAGE_SIDE give no faces.
+        progress(done, total) is called after each chunk of images (it may raise to interrupt).
         """
         images = check_images(images)
         batch, height, width, _ = images.shape
@@ -135,6 +140,8 @@ class FaceDetector(ABC):
                 rgb255 = (chunk * 255.0).round_().clamp_(0.0, 255.0)
                 for found in self._detect_chunk(rgb255):
                     results.append(_rescale(found, width / det_w, height / det_h))
+                if progress is not None:
+                    progress(len(results), batch)
         return results
 
 
@@ -155,7 +162,5 @@ def finite_detection(boxes: torch.Tensor, landmarks: torch.Tensor, scores: torch
     boxes = boxes.detach().to("cpu", torch.float32).reshape(-1, 4)
     landmarks = landmarks.detach().to("cpu", torch.float32).reshape(-1, 5, 2)
     scores = scores.detach().to("cpu", torch.float32).reshape(-1)
-    keep = (
-        boxes.isfinite().all(dim=1) & landmarks.flatten(1).isfinite().all(dim=1) & scores.isfinite()
-    )
+    keep = boxes.isfinite().all(dim=1) & landmarks.flatten(1).isfinite().all(dim=1) & scores.isfinite()
     return Detection(boxes[keep], landmarks[keep], scores[keep].clamp(0.0, 1.0))
