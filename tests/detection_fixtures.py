@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -64,16 +65,17 @@ def write_retinaface_weights(folder: Path, kind: str, seed: int = 0, heads: str 
     return path
 
 
-@pytest.fixture
-def no_network(monkeypatch):
-    """Any socket connection or torch.hub download fails the test."""
+@contextmanager
+def network_blocked():
+    """Any socket connection or torch.hub download inside fails the test."""
 
     def refuse(*args, **kwargs):
         raise AssertionError(f"network access attempted: {args[1:] if len(args) > 1 else args}")
 
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
-    yield
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(socket.socket, "connect", refuse)
+        patch.setattr(socket.socket, "connect_ex", refuse)
+        patch.setattr(socket, "create_connection", refuse)
+        patch.setattr(torch.hub, "download_url_to_file", refuse)
+        patch.setattr(torch.hub, "load_state_dict_from_url", refuse)
+        yield

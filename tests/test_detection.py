@@ -7,7 +7,7 @@ import os
 
 import pytest
 import torch
-from detection_fixtures import collage, image_batch, no_network, write_retinaface_weights  # noqa: F401
+from detection_fixtures import collage, image_batch, network_blocked, write_retinaface_weights
 
 from restoreformer_node.faces.detection import (
     DETECTOR_KINDS,
@@ -17,7 +17,6 @@ from restoreformer_node.faces.detection import (
     FaceSelection,
     build_faces,
     find_faces,
-    find_faces_detailed,
     load_detector,
     order_faces,
     parse_indices,
@@ -26,6 +25,13 @@ from restoreformer_node.faces.detection import (
 )
 from restoreformer_node.faces.preview import BOX_COLOUR, LANDMARK_COLOURS, draw_detections, draw_faces
 from restoreformer_node.faces.template import template_points
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_network():
+    """Nothing in this module may reach the network (detectors build from local files only)."""
+    with network_blocked():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +87,7 @@ def template_residual(face) -> float:
 
 
 @pytest.mark.parametrize("photo", ["astronaut", "grace_hopper"])
-def test_mtcnn_finds_the_one_face_with_landmarks_in_template_order(mtcnn, photo, request, no_network):
+def test_mtcnn_finds_the_one_face_with_landmarks_in_template_order(mtcnn, photo, request):
     image = image_batch(request.getfixturevalue(photo))
     faces = find_faces(mtcnn, image)
     assert len(faces) == 1, summarize(faces)
@@ -141,7 +147,9 @@ def test_8k_frame_finds_the_face(mtcnn, astronaut):
     assert (faces.faces[0].landmarks - expected).abs().max() < 12  # 1/6 scale copy: ~2 px there
 
 
-@pytest.mark.parametrize("shape", [(1, 1, 1, 3), (1, 16, 16, 3), (2, 8, 8, 4), (1, 19, 400, 1), (1, 16, 16, 2)])
+@pytest.mark.parametrize(
+    "shape", [(1, 1, 1, 3), (1, 16, 16, 3), (2, 8, 8, 4), (1, 19, 400, 1), (1, 16, 16, 2)]
+)
 def test_tiny_images_give_no_faces(mtcnn, shape):
     images = torch.rand(shape)
     found = mtcnn.detect(images)
@@ -229,7 +237,9 @@ def test_min_score_filters_before_indexing():
     # Three detections with known scores (left to right): index 0 must mean the first that passes.
     boxes = torch.tensor([[0.0, 0, 40, 40], [50, 0, 100, 50], [120, 0, 150, 30]])
     found = Detection(boxes, torch.rand(3, 5, 2) * 30, torch.tensor([0.5, 0.97, 0.99]))
-    assert select_faces(found, FaceSelection(min_score=0.9)).kept().scores.tolist() == pytest.approx([0.97, 0.99])
+    assert select_faces(found, FaceSelection(min_score=0.9)).kept().scores.tolist() == pytest.approx(
+        [0.97, 0.99]
+    )
     first = select_faces(found, FaceSelection("by index", (0,), min_score=0.98)).kept()
     assert first.scores.tolist() == pytest.approx([0.99])
 
@@ -318,7 +328,7 @@ RETINAFACE_KINDS = [k for k in DETECTOR_KINDS if k.startswith("retinaface")]
 
 
 @pytest.mark.parametrize("kind", RETINAFACE_KINDS)
-def test_retinaface_builds_from_a_written_file_and_decodes_priors(kind, tmp_path, astronaut, no_network):
+def test_retinaface_builds_from_a_written_file_and_decodes_priors(kind, tmp_path, astronaut):
     """facexlib's network with a random backbone (the published weights cannot be had offline),
     class heads biased to "face" and box/landmark heads zeroed: on a photo every detection must be
     one of facexlib's priors (16..512 px squares) with all 5 landmarks at its centre. This checks

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import os
 
-import comfy.model_management
-import comfy.utils
-import folder_paths
-
 from ..faces.detection import (
     DEFAULT_MAX_SIDE,
     DETECTOR_KINDS,
@@ -35,6 +31,8 @@ DETECTOR_FOLDER = "facedetection"  # the folder name other face packs use for fa
 def register_detector_folder() -> None:
     """Make ComfyUI know models/facedetection (kept as is when another pack or
     extra_model_paths.yaml already registered it)."""
+    import folder_paths
+
     if DETECTOR_FOLDER not in folder_paths.folder_names_and_paths:
         folder_paths.folder_names_and_paths[DETECTOR_FOLDER] = (
             [os.path.join(folder_paths.models_dir, DETECTOR_FOLDER)],
@@ -42,7 +40,10 @@ def register_detector_folder() -> None:
         )
 
 
-register_detector_folder()
+try:  # at load time inside ComfyUI; without ComfyUI the module still imports (for docs, tooling)
+    register_detector_folder()
+except ImportError:
+    pass
 
 
 def detector_weights(kind: str) -> str | None:
@@ -50,6 +51,8 @@ def detector_weights(kind: str) -> str | None:
     Raises DetectorWeightsMissing naming the file, the folders and the download page."""
     if not needs_weights(kind):
         return None
+    import folder_paths
+
     register_detector_folder()
     name = weight_file_name(kind)
     path = folder_paths.get_full_path(DETECTOR_FOLDER, name)
@@ -87,6 +90,8 @@ class LoadFaceDetector:
     DESCRIPTION = "Chooses the face detector. RetinaFace weights are read from models/facedetection."
 
     def load(self, detector: str):
+        import comfy.model_management
+
         device = comfy.model_management.get_torch_device()
         return (load_detector(detector, detector_weights(detector), device),)
 
@@ -192,6 +197,9 @@ class DetectFaces:
         max_side: int,
         detector: FaceDetector | None = None,
     ):
+        import comfy.model_management
+        import comfy.utils
+
         if detector is None:
             detector = load_detector("mtcnn", device=comfy.model_management.get_torch_device())
         if not isinstance(detector, FaceDetector):
