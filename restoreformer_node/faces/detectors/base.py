@@ -74,13 +74,17 @@ def check_images(images: torch.Tensor) -> torch.Tensor:
 
 def as_rgb(images: torch.Tensor) -> torch.Tensor:
     """[B, H, W, C] or [H, W, C] with C in 1..4 -> [B, H, W, 3] float32 in 0..1 (alpha dropped,
-    gray repeated, NaN -> 0), on the same device."""
+    gray repeated, NaN -> 0, integer pixels scaled by their type's maximum), on the same device."""
     images = check_images(images)
     channels = images.shape[-1]
     if channels in (1, 2):  # gray, gray + alpha
         images = images[..., :1].expand(*images.shape[:-1], 3)
     elif channels == 4:  # RGBA: faces are found on the colour
         images = images[..., :3]
+    if images.dtype == torch.bool:
+        return images.to(torch.float32)
+    if not images.is_floating_point():  # 8-bit (or other integer) pixels
+        return images.to(torch.float32) / float(torch.iinfo(images.dtype).max)
     return images.to(torch.float32).nan_to_num(0.0).clamp(0.0, 1.0)
 
 
