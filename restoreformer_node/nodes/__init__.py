@@ -9,6 +9,8 @@ from __future__ import annotations
 NODE_ID_PREFIX = "RestoreFormer"
 
 _MODULES: list[str] = [
+    "model_nodes",
+    "restore_nodes",
     # "model_nodes", "face_nodes", "inspect_nodes" are added as they land.
 ]
 
