@@ -26,11 +26,31 @@ def random_model(config: RestoreFormerConfig = RESTOREFORMER, seed: int = 0) -> 
 
 
 def spandrel_twin(model: RestoreFormer) -> torch.nn.Module:
-    """spandrel's RestoreFormer loaded with exactly our weights (RF layout only)."""
-    from spandrel import ModelLoader
+    """spandrel's RestoreFormer network built for our geometry and loaded strictly with exactly
+    our weights (RF layout only; spandrel's own loader fixes the 512 px geometry)."""
+    from spandrel.architectures.RestoreFormer.__arch.restoreformer_arch import (
+        RestoreFormer as SpandrelRestoreFormer,
+    )
 
+    cfg = model.config
+    if cfg.decoder_attn_resolutions != cfg.encoder_attn_resolutions:
+        raise ValueError("spandrel implements RestoreFormer only (attention at one resolution)")
+    twin = SpandrelRestoreFormer(
+        n_embed=cfg.n_embed,
+        embed_dim=cfg.embed_dim,
+        ch=cfg.ch,
+        out_ch=cfg.out_channels,
+        ch_mult=cfg.ch_mult,
+        num_res_blocks=cfg.encoder_blocks,
+        attn_resolutions=cfg.encoder_attn_resolutions,
+        in_channels=cfg.in_channels,
+        resolution=cfg.resolution,
+        z_channels=cfg.z_channels,
+        head_size=cfg.heads,
+    )
     sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    return ModelLoader().load_from_state_dict(sd).model.eval()
+    twin.load_state_dict(sd, strict=True)
+    return twin.to(next(model.parameters()).device).eval()
 
 
 def spandrel_forward(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Every GPU measurement in one run (about 4-5 minutes on an H100), tables to $OUT (default ./bench_out).
+#   bash bench/gpu_all.sh
+# Needs spandrel and facenet-pytorch; where missing they are installed from wheels in .whl/
+# (see bench/README.md). Each step has its own time limit so one slow step cannot eat the rest.
+set -uo pipefail
+OUT=${OUT:-./bench_out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+if ls .whl/*.whl >/dev/null 2>&1; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,power.limit --format=csv
+  $PY -c "import torch, spandrel; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version(), 'spandrel', spandrel.__version__)"
+} 2>&1 | tee "$OUT/gpu.txt"
+step() {  # step NAME SECONDS COMMAND...
+  local name=$1 limit=$2; shift 2
+  local t0=$SECONDS
+  echo "=== $name (limit ${limit}s)"
+  timeout "$limit" "$@" 2>&1 | tee "$OUT/$name.log"
+  echo "=== $name: exit ${PIPESTATUS[0]} after $((SECONDS - t0)) s" | tee -a "$OUT/steps.txt"
+}
+# 1. Forward pass: fp32 / bf16 / fp16, batch 1 and 8, errors against spandrel's strict fp32 output.
+step model_forward 170 $PY -m bench.model_forward --device cuda --batches 1 8 --rounds 10 --out "$OUT/tables.md"
+# 2. Pipeline: group photo + 32 video frames, ours against the facexlib-style loop.
+step pipeline 110 $PY -m bench.pipeline --device cuda --precisions fp32 bf16 fp16 --frames 32 --rounds 2 --out "$OUT/tables.md"
+# 3. torch.compile (inductor, default mode) of the fast model in bf16, batch 8: does it pay?
+step compile 100 $PY -m bench.model_forward --device cuda --batches 8 --rounds 10 --compile --only "ours bf16" "ours bf16, torch.compile(default)" --no-ranges --out "$OUT/tables.md"
+echo "tables: $OUT/tables.md"
+cat "$OUT/tables.md" 2>/dev/null | tail -c 6000

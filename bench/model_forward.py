@@ -1,0 +1,331 @@
+"""Model forward: our RestoreFormer against spandrel's, identical random weights, one process.
+
+    # CPU, fp32 (the 1.8x target), with an ablation of each speed means:
+    python -m bench.model_forward --device cpu --rounds 5 --ablate
+    # GPU: fp32 / bf16 / fp16, batch 1 and 8, errors against spandrel's strict fp32 output:
+    python -m bench.model_forward --device cuda --batches 1 8 --out bench_out/model_forward.md
+
+Timing: interleaved rounds (A B C A B C ...), each call synchronised, median and min per
+variant; `spread` = slowest/fastest call of that variant, a noise figure. Errors are on the
+[-1, 1] output scale against spandrel's fp32 output on the same device (TF32 off).
+
+Weights are random (the real architecture; no downloads), the input is a real photo
+(scikit-image's astronaut, 512x512) with flips and shifts for larger batches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import os
+import platform
+import sys
+import time
+
+import torch
+
+from bench.common import FLOP_PER_512, diff, random_model, spandrel_twin, sync
+from restoreformer_node.model import RESTOREFORMER, tiny_config
+from restoreformer_node.model.fast import optimize_for_inference
+from restoreformer_node.model.precision import precision_scope
+
+# Dense peak rates (TFLOP/s) by card name fragment: (bf16/fp16 tensor, tf32 tensor, fp32 plain).
+PEAKS = {
+    "H100": (989.0, 494.0, 67.0),  # SXM datasheet
+    "H200": (989.0, 494.0, 67.0),
+    "A100": (312.0, 156.0, 19.5),
+}
+
+
+def photo_batch(batch: int, size: int = 512) -> torch.Tensor:
+    """[batch, 3, size, size] in [-1, 1]: a real face photo, flipped/shifted per batch item."""
+    try:
+        from skimage import data
+
+        img = torch.from_numpy(data.astronaut()).permute(2, 0, 1).float() / 255.0
+    except Exception:  # scikit-image missing: smooth noise keeps the bench runnable
+        g = torch.Generator().manual_seed(0)
+        img = torch.nn.functional.avg_pool2d(torch.rand(1, 3, size, size, generator=g), 9, 1, 4)[0]
+    img = torch.nn.functional.interpolate(img[None], size=(size, size), mode="bilinear")[0]
+    items = []
+    for i in range(batch):
+        t = img.flip(-1) if i % 2 else img
+        t = t.roll(shifts=(8 * (i // 2), 0), dims=(1, 2))
+        items.append(t * (1.0 - 0.05 * (i % 3)))
+    return torch.stack(items) * 2 - 1
+
+
+def time_variants(fns: dict, device, rounds: int, warmup: int = 1):
+    """Interleaved timing. Returns name -> (median s, min s, spread)."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            sync(device)
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            samples[name].append(time.perf_counter() - t0)
+    out = {}
+    for k, v in samples.items():
+        v = sorted(v)
+        out[k] = (v[len(v) // 2], v[0], v[-1] / v[0])
+    return out
+
+
+class Table:
+    def __init__(self, title: str, header: list[str]) -> None:
+        self.lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+
+    def row(self, *cells) -> None:
+        self.lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+        print(self.lines[-1], flush=True)
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def cpu_bench(args) -> str:
+    torch.set_grad_enabled(False)
+    model = random_model()
+    twin = spandrel_twin(model)
+    x = photo_batch(1)
+    variants = {"spandrel": lambda t: twin(t)[0]}
+    if args.plain:
+        variants["ours plain"] = model
+    fast = optimize_for_inference(copy.deepcopy(model))
+    variants["ours fast"] = fast
+    if args.ablate:
+        variants["plain + channels-last"] = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        variants["fast blocks, NCHW"] = optimize_for_inference(copy.deepcopy(model), channels_last=False)
+        variants["fast, no sub-pixel"] = optimize_for_inference(copy.deepcopy(model), subpixel=False)
+    ref = twin(x)[0]
+    errs = {name: diff(fn(x), ref) for name, fn in variants.items()}
+    times = time_variants({k: (lambda f=f: f(x)) for k, f in variants.items()}, "cpu", args.rounds)
+    base_med, base_min = times["spandrel"][0], times["spandrel"][1]
+    info = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    table = Table(
+        f"CPU fp32 forward, 512x512, batch 1 ({info}; {args.rounds} interleaved rounds)",
+        ["variant", "median s", "min s", "spread", "speed-up (median)", "speed-up (min)", "max abs diff", "mean abs diff"],
+    )
+    for name, (med, mn, spread) in times.items():
+        e = errs[name]
+        table.row(name, f"{med:.2f}", f"{mn:.2f}", f"{spread:.2f}", f"{base_med / med:.2f}x", f"{base_min / mn:.2f}x", f"{e[0]:.2e}", f"{e[1]:.2e}")
+    return table.text()
+
+
+def _peak(name: str):
+    for key, peaks in PEAKS.items():
+        if key in name:
+            return peaks
+    return None
+
+
+@contextlib.contextmanager
+def _tf32(enabled: bool):
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = enabled
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+
+
+def matrix_bench(args) -> str:
+    """Precisions x batch sizes on one device (meant for a GPU; `--tiny` dry-runs it on a CPU)."""
+    torch.set_grad_enabled(False)
+    dev = torch.device(args.device)
+    cuda = dev.type == "cuda"
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+        name = torch.cuda.get_device_name(dev)
+    else:
+        name = f"CPU ({platform.machine()})"
+    peaks = _peak(name)
+    config = tiny_config(RESTOREFORMER) if args.tiny else RESTOREFORMER
+    size = config.resolution
+    flop = FLOP_PER_512 * (size / 512) ** 2 if not args.tiny else float("nan")
+    model = random_model(config).to(dev)
+    twin = spandrel_twin(model).to(dev)
+    twin_bf16 = copy.deepcopy(twin).to(torch.bfloat16)
+    fast = optimize_for_inference(copy.deepcopy(model))
+    fast_nchw = optimize_for_inference(copy.deepcopy(model), channels_last=False)
+    half = ["bf16", "fp16"] if cuda else ["bf16"]
+    compiled = torch.compile(fast, mode=args.compile_mode) if args.compile else None
+    out_lines = []
+    for batch in args.batches:
+        x = photo_batch(batch, size).to(dev)
+        with _tf32(False):
+            ref = twin(x)[0].float()
+            codes_ref = fast.encode(x)[0].indices
+
+        ours, codes, spandrel = _ours_fn(x, dev), _codes_fn(x, dev), _spandrel_fn(x, twin)
+
+        # name -> (forward, peak kind, codes or None)
+        variants = {
+            "spandrel fp32 (cuDNN TF32, torch default)": (spandrel(True), "tf32", None),
+            "spandrel fp32 strict": (spandrel(False), "fp32", None),
+            "spandrel bf16 (weights cast, as ComfyUI does)": (spandrel(False, twin_bf16, torch.bfloat16), "half", None),
+            "ours fp32 strict": (ours(fast, "fp32"), "fp32", codes(fast, "fp32")),
+            "ours fp32 (TF32)": (ours(fast, "fp32", tf32=True), "tf32", codes(fast, "fp32", True)),
+        }
+        for p in half:
+            variants[f"ours {p}"] = (ours(fast, p), "half", codes(fast, p))
+        for p in half:
+            variants[f"ours {p}, fp32 encoder (exact codes)"] = (ours(fast, p, exact_codes=True), "half", None)
+        variants["ours bf16, NCHW"] = (ours(fast_nchw, "bf16"), "half", codes(fast_nchw, "bf16"))
+        p = half[-1]
+        variants[f"plain blocks {p} autocast (no islands)"] = (
+            (lambda p=p, x=x: _plain_autocast(model, x, dev, p)), "half", codes(model, p))
+        if compiled is not None:
+            variants[f"ours bf16, torch.compile({args.compile_mode})"] = (ours(compiled, "bf16"), "half", None)
+        if args.only:
+            keep = ("spandrel fp32 (cuDNN TF32, torch default)", "spandrel fp32 strict")
+            variants = {k: v for k, v in variants.items() if k in keep or k in args.only}
+        errs, flips, finite, mem = {}, {}, {}, {}
+        for vname, (fn, _, codes_fn) in variants.items():
+            if cuda:
+                torch.cuda.reset_peak_memory_stats(dev)
+            t0 = time.perf_counter()
+            out = fn().float()
+            sync(dev)
+            if "compile" in vname:
+                print(f"[{vname}: compile + first call {time.perf_counter() - t0:.1f} s]", flush=True)
+            mem[vname] = torch.cuda.max_memory_allocated(dev) / 2**30 if cuda else float("nan")
+            finite[vname] = bool(torch.isfinite(out).all())
+            errs[vname] = diff(out, ref)
+            if codes_fn is not None:
+                flips[vname] = f"{(codes_fn() != codes_ref).float().mean().item() * 100:.2f}%"
+            else:
+                flips[vname] = "0 (fp32 search)" if "exact" in vname else "-"
+        times = time_variants({k: v[0] for k, v in variants.items()}, dev, args.rounds, warmup=2)
+        base = times["spandrel fp32 (cuDNN TF32, torch default)"][0]
+        base_strict = times["spandrel fp32 strict"][0]
+        table = Table(
+            f"{name}, torch {torch.__version__}, batch {batch}, {size}x{size} ({args.rounds} interleaved rounds, median)",
+            ["variant", "ms / batch", "images/s", "vs spandrel fp32 (TF32)", "vs spandrel fp32 strict", "TFLOP/s",
+             "% of peak", "max abs diff", "mean abs diff", "codes flipped", "finite", "peak GiB"],
+        )
+        for vname, (med, _mn, _spread) in times.items():
+            tflops = flop * batch / med / 1e12
+            kind = variants[vname][1]
+            pk = None if peaks is None else {"half": peaks[0], "tf32": peaks[1], "fp32": peaks[2]}[kind]
+            pct = "" if pk is None else f"{100 * tflops / pk:.1f}% of {pk:g} ({kind})"
+            e = errs[vname]
+            table.row(
+                vname, f"{med * 1e3:.1f}", f"{batch / med:.1f}", f"{base / med:.2f}x", f"{base_strict / med:.2f}x",
+                f"{tflops:.1f}", pct, f"{e[0]:.2e}", f"{e[1]:.2e}", flips[vname], finite[vname], f"{mem[vname]:.2f}",
+            )
+        out_lines.append(table.text())
+    return "\n".join(out_lines)
+
+
+def _ours_fn(x, dev):
+    def ours(m, precision, tf32=False, exact_codes=False):
+        def fn():
+            with _tf32(tf32), precision_scope(dev, precision):
+                if exact_codes:
+                    with precision_scope(dev, "fp32"):
+                        q, skips = m.encode(x)
+                    return m.decode(q.z_q, skips)
+                return m(x)
+
+        return fn
+
+    return ours
+
+
+def _codes_fn(x, dev):
+    def codes(m, precision, tf32=False):
+        def fn():
+            with _tf32(tf32), precision_scope(dev, precision):
+                return m.encode(x)[0].indices
+
+        return fn
+
+    return codes
+
+
+def _spandrel_fn(x, twin):
+    def spandrel(tf32, net=twin, dtype=torch.float32):
+        def fn():
+            with _tf32(tf32):
+                return net(x.to(dtype))[0]
+
+        return fn
+
+    return spandrel
+
+
+def _plain_autocast(model, x, dev, precision):
+    with precision_scope(dev, precision):
+        return model(x)
+
+
+def activation_ranges(args) -> str:
+    """Largest |activation| per block output in fp32 (where fp16's 65504 could be reached)."""
+    torch.set_grad_enabled(False)
+    dev = torch.device(args.device)
+    config = tiny_config(RESTOREFORMER) if args.tiny else RESTOREFORMER
+    model = random_model(config).to(dev)
+    x = photo_batch(1, config.resolution).to(dev)
+    amax: dict[str, float] = {}
+
+    def record(name):
+        def hook(_module, _inputs, out):
+            if isinstance(out, torch.Tensor):
+                amax[name] = max(amax.get(name, 0.0), out.detach().abs().amax().item())
+
+        return hook
+
+    hooks = [m.register_forward_hook(record(n)) for n, m in model.named_modules() if n]
+    model(x)
+    for h in hooks:
+        h.remove()
+    top = sorted(amax.items(), key=lambda kv: -kv[1])[:8]
+    table = Table("Largest |activation| in fp32 (random weights, photo input)", ["module output", "max abs value"])
+    for n, v in top:
+        table.row(n, f"{v:.1f}")
+    return table.text()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--suite", default=None, choices=["cpu", "matrix"], help="default: cpu on cpu, matrix on cuda")
+    p.add_argument("--tiny", action="store_true", help="tiny geometry (a dry run of the suite)")
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--rounds", type=int, default=None, help="interleaved timing rounds (cpu 5, cuda 20)")
+    p.add_argument("--plain", action=argparse.BooleanOptionalAction, default=True, help="also time our plain path")
+    p.add_argument("--ablate", action="store_true", help="CPU: time each speed means on its own")
+    p.add_argument("--compile", action="store_true", help="GPU: also time torch.compile of the fast model")
+    p.add_argument("--compile-mode", default="default")
+    p.add_argument("--only", nargs="+", default=None, help="matrix: time only variants containing these words (and the spandrel fp32 baselines)")
+    p.add_argument("--no-ranges", action="store_true", help="matrix: skip the activation-range table")
+    p.add_argument("--out", default=None, help="append the markdown tables to this file")
+    args = p.parse_args(argv)
+    if args.rounds is None:
+        args.rounds = 5 if args.device == "cpu" else 20
+    if args.suite is None:
+        args.suite = "cpu" if args.device == "cpu" else "matrix"
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("no CUDA device", file=sys.stderr)
+        return 2
+    if args.suite == "cpu":
+        text = cpu_bench(args)
+    else:
+        text = matrix_bench(args) + ("" if args.no_ranges else "\n" + activation_ranges(args))
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "a") as f:
+            f.write(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
