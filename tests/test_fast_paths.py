@@ -1,0 +1,199 @@
+"""The inference speed paths (model/fast.py) and precision islands (model/precision.py).
+
+Randomly initialised networks of the real architecture at the tiny geometry stand in for the
+published weights (not downloadable here). No timing is asserted: speed lives in bench/.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from restoreformer_node.model import RESTOREFORMER, RESTOREFORMER_PLUSPLUS, RestoreFormer, tiny_config
+from restoreformer_node.model.blocks import ResnetBlock, Upsample
+from restoreformer_node.model.fast import (
+    FastAttentionBlock,
+    FastResnetBlock,
+    FastUpsample,
+    _norm_silu,
+    optimize_for_inference,
+    restore_plain,
+    stream_conv,
+    subpixel_upsample_conv,
+    subpixel_weight,
+)
+from restoreformer_node.model.precision import is_prepared, precision_dtype, run
+
+
+def random_restoreformer(config=None, seed: int = 0) -> RestoreFormer:
+    """A random network of the real architecture, codebook spread to unit scale (as conftest's)."""
+    torch.manual_seed(seed)
+    model = RestoreFormer(config or tiny_config(RESTOREFORMER))
+    with torch.no_grad():
+        model.quantize.embedding.weight.normal_()
+    return model.eval()
+
+
+def _input(batch: int = 2, size: int = 64, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(batch, 3, size, size, generator=g) * 2 - 1
+
+
+@pytest.mark.parametrize("base", [RESTOREFORMER, RESTOREFORMER_PLUSPLUS], ids=["RF", "RF++"])
+def test_fast_path_equals_plain_path(base):
+    """Same outputs up to float rounding. NCHW: within the 1e-5 parity budget. Channels-last:
+    oneDNN's NHWC kernels sum in another order, which alone moves the tiny output by ~1e-5 (the
+    plain model in channels-last does too), so 3e-5 max and 2e-6 mean there."""
+    model = random_restoreformer(tiny_config(base))
+    x = _input()
+    with torch.no_grad():
+        ref = model(x)
+        nchw = optimize_for_inference(copy.deepcopy(model), channels_last=False)(x)
+        fast = optimize_for_inference(copy.deepcopy(model))(x)
+    assert (nchw - ref).abs().max() <= 1e-5
+    assert (fast - ref).abs().max() <= 3e-5
+    assert (fast - ref).abs().mean() <= 2e-6
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 2e-5)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_subpixel_conv_equals_nearest_upsample_then_conv(dtype, tol, channels_last):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(16, 8, 3, padding=1).to(dtype)
+    x = torch.randn(2, 16, 7, 10, dtype=dtype)  # odd, non-square: borders on every side
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        ref = conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        got = subpixel_upsample_conv(x, subpixel_weight(conv.weight), conv.bias)
+    assert got.shape == ref.shape == (2, 8, 14, 20)
+    assert (got - ref).abs().max() <= tol
+    assert got.is_contiguous(memory_format=torch.channels_last) == channels_last
+
+
+def test_state_dict_keys_unchanged_and_cache_follows_new_weights():
+    model = random_restoreformer(tiny_config(RESTOREFORMER_PLUSPLUS))
+    plain_sd = model.state_dict()
+    fast = optimize_for_inference(copy.deepcopy(model))
+    with torch.no_grad():
+        fast(_input(1))  # builds the sub-pixel kernel caches
+    fast_sd = fast.state_dict()
+    assert list(fast_sd) == list(plain_sd)
+    assert all(fast_sd[k].shape == v.shape and torch.equal(fast_sd[k], v) for k, v in plain_sd.items())
+    assert any(isinstance(m, FastUpsample) for m in fast.modules())
+
+    # New weights loaded strictly into the optimised model: the cached phase kernels follow.
+    other = random_restoreformer(tiny_config(RESTOREFORMER_PLUSPLUS), seed=5)
+    fast.load_state_dict(other.state_dict(), strict=True)
+    with torch.no_grad():
+        assert (fast(_input(1)) - other(_input(1))).abs().max() <= 3e-5
+
+
+def test_restore_plain_and_is_prepared():
+    model = random_restoreformer()
+    assert not is_prepared(model)
+    optimize_for_inference(model)
+    assert is_prepared(model)
+    assert isinstance(model.encoder.down[0].block[0], FastResnetBlock)
+    restore_plain(model)
+    assert not is_prepared(model)
+    assert type(model.encoder.down[0].block[0]) is ResnetBlock
+    assert type(model.decoder.up[1].upsample) is Upsample
+    assert "subpixel_weight" not in dict(model.named_buffers())
+
+
+def test_optimised_model_still_trains():
+    """With autograd on, the fast blocks run the plain forward: gradients match the plain model."""
+    model = random_restoreformer()
+    fast = optimize_for_inference(copy.deepcopy(model), channels_last=False)
+    x = _input(1)
+    model(x).square().mean().backward()
+    fast(x).square().mean().backward()
+    g_plain = model.decoder.conv_out.weight.grad
+    g_fast = fast.decoder.conv_out.weight.grad
+    assert torch.allclose(g_plain, g_fast, rtol=1e-5, atol=1e-7)
+
+
+# --- precision islands ------------------------------------------------------------------------
+
+
+def test_fp16_stream_conv_guard_prevents_overflow():
+    """A raw residual stream of 3e5 overflows a plain fp16 conv; the power-of-two guard does not."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(8, 8, 1)
+    x = torch.randn(1, 8, 4, 4) * 3e5
+    with torch.no_grad():
+        ref = conv(x)
+        with torch.autocast("cpu", dtype=torch.float16):
+            plain = conv(x)
+            guarded = stream_conv(conv, x)
+    assert not torch.isfinite(plain).all()
+    assert guarded.dtype == torch.float32 and torch.isfinite(guarded).all()
+    assert (guarded - ref).abs().max() <= 2e-3 * ref.abs().max()
+
+
+def test_islands_stay_fp32_under_autocast():
+    model = optimize_for_inference(random_restoreformer())
+    x = torch.randn(1, 64, 16, 16)
+    block = model.encoder.down[1].block[0]
+    attn = model.decoder.up[2].attn[0]
+    assert isinstance(attn, FastAttentionBlock)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert _norm_silu(block.norm1, x[:, :32].bfloat16()).dtype == torch.float32
+        assert block(x[:, :32]).dtype == torch.float32  # residual stream
+        assert attn(x, x).dtype == torch.float32
+        z = torch.randn(2, 64, 4, 4) * 30
+        idx_auto, dist_auto = model.quantize.nearest(z)
+    idx, dist = model.quantize.nearest(z)
+    assert dist_auto.dtype == torch.float32
+    assert torch.equal(idx_auto, idx) and torch.equal(dist_auto, dist)
+
+
+def test_whole_network_fp16_autocast_is_finite():
+    model = optimize_for_inference(random_restoreformer(tiny_config(RESTOREFORMER_PLUSPLUS)))
+    x = _input()
+    with torch.no_grad():
+        ref = model(x)
+        with torch.autocast("cpu", dtype=torch.float16):
+            out = model(x)
+    assert torch.isfinite(out).all()
+    assert (out.float() - ref).abs().mean() <= 0.05
+
+
+def test_run_precisions_and_exact_codes():
+    model = random_restoreformer(tiny_config(RESTOREFORMER_PLUSPLUS))
+    x = _input()
+    with torch.no_grad():
+        ref = model(x)
+    fast = copy.deepcopy(model)
+    out32 = run(fast, x, "fp32")  # prepares in place
+    assert is_prepared(fast)
+    assert out32.dtype == torch.float32 and (out32 - ref).abs().max() <= 3e-5
+    exact = run(fast, x, "bf16", exact_codes=True)
+    assert torch.isfinite(exact).all()
+    assert (exact - ref).abs().mean() <= 0.02  # bf16 decoder only: no dictionary entry flips
+    loose = run(fast, x, "bf16")
+    assert torch.isfinite(loose).all() and (loose - ref).abs().mean() <= 0.2
+
+
+def test_precision_names_and_cpu_fp16_refused():
+    assert precision_dtype("bf16", "cpu") == torch.bfloat16
+    assert precision_dtype("fp16", "cuda") == torch.float16
+    with pytest.raises(ValueError, match="fp16.*GPU"):
+        precision_dtype("fp16", "cpu")
+    with pytest.raises(ValueError, match="precision='fp8'"):
+        precision_dtype("fp8", "cpu")
+
+
+def test_optimize_accepts_any_restoreformer_config():
+    """Geometry is not hard-coded: a 4-level variant with attention at 8 px works too."""
+    cfg = tiny_config(RESTOREFORMER, ch_mult=(1, 2, 2, 4), resolution=64,
+                      encoder_attn_resolutions=(8,), decoder_attn_resolutions=(8,))
+    torch.manual_seed(0)
+    model = RestoreFormer(cfg).eval()
+    with torch.no_grad():
+        x = _input(1)
+        assert (optimize_for_inference(copy.deepcopy(model))(x) - model(x)).abs().max() <= 3e-5
