@@ -192,23 +192,12 @@ def run(args) -> str:
             def baseline(precision=precision, net=baseline_net, frames=frames, faces=faces):
                 return baseline_restore(frames, faces, net, dev, precision, size)
 
-            ours_t, base_t, mem = [], [], {}
-            for fn_name, fn, acc in (("ours", ours, ours_t), ("baseline", baseline, base_t)):
-                fn()  # warm-up (cuDNN autotuning, allocator)
-                if cuda:
-                    torch.cuda.reset_peak_memory_stats(dev)
-                for _ in range(args.rounds):
-                    sync(dev)
-                    t = time.perf_counter()
-                    result = fn()
-                    sync(dev)
-                    acc.append(time.perf_counter() - t)
-                mem[fn_name] = torch.cuda.max_memory_allocated(dev) / 2**30 if cuda else float("nan")
-                if fn_name == "ours":
-                    ours_img = (result.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-                else:
-                    base_img = result
-            o, b = float(np.median(ours_t)), float(np.median(base_t))
+            try:
+                row = _time_pair(ours, baseline, dev, args.rounds)
+            except Exception as exc:  # one broken row must not cost the whole one-shot run
+                print(f"[{wname} {precision} {_label}: FAILED {type(exc).__name__}: {str(exc)[:500]}]", flush=True)
+                continue
+            o, b, mem, ours_img, base_img = row
             d = np.abs(ours_img.astype(np.int16) - base_img.astype(np.int16)).max()
             label = precision if _label != "spandrel" else "fp32 (baseline runs spandrel)"
             table.row(wname, n, label, f"{o:.3f}", f"{n / o:.1f}", f"{b:.3f}", f"{n / b:.1f}", f"{b / o:.2f}x",
@@ -217,6 +206,28 @@ def run(args) -> str:
     return table.text() + f"\nProcess peak RSS: {rss:.1f} GiB. Random weights (real architecture): the paste " \
         "masks differ (ours: feathered template mask on the device; baseline: facexlib's eroded, blurred " \
         "mask), so the image difference is a sanity check, not a parity figure.\n"
+
+
+def _time_pair(ours, baseline, dev, rounds: int):
+    """Median seconds of ours and of the baseline, their peak GPU memory and last images."""
+    cuda = dev.type == "cuda"
+    times: dict[str, list[float]] = {"ours": [], "baseline": []}
+    mem, images = {}, {}
+    for name, fn in (("ours", ours), ("baseline", baseline)):
+        fn()  # warm-up (cuDNN autotuning, allocator)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(dev)
+        for _ in range(rounds):
+            sync(dev)
+            t = time.perf_counter()
+            result = fn()
+            sync(dev)
+            times[name].append(time.perf_counter() - t)
+        mem[name] = torch.cuda.max_memory_allocated(dev) / 2**30 if cuda else float("nan")
+        images[name] = result
+    ours_img = (images["ours"].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    return (float(np.median(times["ours"])), float(np.median(times["baseline"])), mem, ours_img,
+            images["baseline"])
 
 
 def main(argv=None) -> int:
