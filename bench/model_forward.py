@@ -226,7 +226,15 @@ def matrix_bench(args) -> str:
                 f"{tflops:.1f}", pct, f"{e[0]:.2e}", f"{e[1]:.2e}", flips[vname], finite[vname], f"{mem[vname]:.2f}",
             )
         out_lines.append(table.text())
+        _append(args.out, table.text())  # now, so a later time-out loses nothing
     return "\n".join(out_lines)
+
+
+def _append(path: str | None, text: str) -> None:
+    if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "a") as f:
+            f.write(text + "\n")
 
 
 def _ours_fn(x, dev):
@@ -322,12 +330,13 @@ def main(argv=None) -> int:
         return 2
     if args.suite == "cpu":
         text = cpu_bench(args)
+        _append(args.out, text)
     else:
-        text = matrix_bench(args) + ("" if args.no_ranges else "\n" + activation_ranges(args))
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "a") as f:
-            f.write(text + "\n")
+        text = matrix_bench(args)  # appends each table as it is done
+        if not args.no_ranges:
+            ranges = activation_ranges(args)
+            _append(args.out, ranges)
+            text += "\n" + ranges
     print(text)
     return 0
 
