@@ -295,7 +295,11 @@ def activation_ranges(args) -> str:
 
         return hook
 
-    hooks = [m.register_forward_hook(record(n)) for n, m in model.named_modules() if n]
+    hooks = [  # GroupNorm outputs are normalised: the stream and the convolutions are what can overflow
+        m.register_forward_hook(record(n))
+        for n, m in model.named_modules()
+        if n and not isinstance(m, torch.nn.GroupNorm)
+    ]
     model(x)
     for h in hooks:
         h.remove()
