@@ -35,6 +35,8 @@ def import_comfy():
     # machine without a GPU fails at import otherwise.
     comfy.cli_args.args.cpu = True
     import utils.extra_config  # noqa: F401  (ComfyUI imports it before `nodes`)
+
+    # isort: split
     import nodes
 
     return nodes
