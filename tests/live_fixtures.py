@@ -36,10 +36,10 @@ def write_test_model(path: Path, config=None, seed: int = 0) -> Path:
         save_file(
             state,
             str(path),
-            metadata={"restoreformer_config": model.config.to_json(), "variant": model.config.variant},
+            metadata={"config": model.config.to_json(), "variant": model.config.variant},
         )
     else:
-        save_restoreformer(model, path)
+        save_restoreformer(model, path, model.config)
     return path
 
 

@@ -1,0 +1,272 @@
+"""The pack inside a real, running ComfyUI 0.3.75 (started once per session, see live_server.py).
+
+The restoration model is a randomly initialised RestoreFormer of the real architecture in the
+small test geometry (tiny_config, 64 px crops), written as safetensors into the server's
+facerestore_models folder: pretrained weights cannot be had offline. It does not restore anything,
+but it changes the faces it is given, which is what these tests need to see where it acted.
+The photos come from PyPI packages (scikit-image's astronaut, matplotlib's Grace Hopper).
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+
+import numpy as np
+import pytest
+import live_fixtures
+from live_server import history_error, history_messages
+from make_workflows import DETECT, LOAD_MODEL, RESTORE, SPECS
+from PIL import Image
+from workflow_format import nodes_of_type, shipped_workflows, ui_to_api
+
+pytestmark = pytest.mark.slow
+
+# The session's shared server and its test files (fixtures defined in live_fixtures.py).
+live_comfyui = live_fixtures.live_comfyui
+test_model_file = live_fixtures.test_model_file
+input_photos = live_fixtures.input_photos
+
+PACK = "comfyui-restoreformer"
+
+
+@pytest.fixture(scope="session")
+def object_info(live_comfyui) -> dict:
+    return live_comfyui.object_info()
+
+
+@pytest.fixture(scope="session")
+def workflows() -> dict:
+    found = shipped_workflows()
+    assert found, "no workflows in example_workflows/"
+    return found
+
+
+def pack_node_ids() -> set[str]:
+    from comfy_host import import_comfy
+
+    import_comfy()
+    from restoreformer_node.nodes import NODE_CLASS_MAPPINGS
+
+    return set(NODE_CLASS_MAPPINGS)
+
+
+def api_prompt(workflow: dict, object_info: dict, model: str, images: dict[str, str] | str) -> dict:
+    """The workflow in API format with the test model and test photos chosen, as a user picking
+    them in the widgets would. `images`: one file for every Load Image node, or {node id: file}."""
+    prompt = ui_to_api(workflow, object_info)
+    for node_id in nodes_of_type(prompt, LOAD_MODEL):
+        prompt[node_id]["inputs"]["model_name"] = model
+    for node_id in nodes_of_type(prompt, "LoadImage"):
+        prompt[node_id]["inputs"]["image"] = images if isinstance(images, str) else images[node_id]
+    return prompt
+
+
+def load(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def saved_images(server, entry: dict, prompt: dict, node_type: str = "SaveImage") -> list[np.ndarray]:
+    (node_id,) = nodes_of_type(prompt, node_type)
+    paths = server.output_images(entry, node_id)
+    return [np.asarray(Image.open(p)) for p in paths]
+
+
+def assert_success(entry: dict, server) -> None:
+    err = history_error(entry)
+    assert entry["status"]["status_str"] == "success", (err or entry["status"], server.log()[-3000:])
+
+
+# -- the pack is there --------------------------------------------------------------------------
+
+
+def test_every_pack_node_is_registered(live_comfyui, object_info):
+    ids = pack_node_ids()
+    assert {LOAD_MODEL, DETECT, RESTORE} <= ids
+    missing = sorted(ids - set(object_info))
+    assert not missing, f"not in /object_info: {missing}"
+    for node_id in ids:
+        info = object_info[node_id]
+        assert info["python_module"] == f"custom_nodes.{PACK}", info["python_module"]
+        assert info["display_name"] and info["display_name"] != node_id
+    assert "(IMPORT FAILED)" not in live_comfyui.log()
+
+
+def test_model_folder_lists_the_test_model(live_comfyui, test_model_file):
+    """The extra-model-paths YAML maps facerestore_models; the loader lists what is there."""
+    info = live_comfyui.get(f"/object_info/{LOAD_MODEL}").json()[LOAD_MODEL]
+    choices = info["input"]["required"]["model_name"][0]
+    assert test_model_file in choices, choices
+
+
+def test_workflow_templates_lists_the_shipped_workflows(live_comfyui, workflows):
+    listed = live_comfyui.get("/workflow_templates").json()
+    assert sorted(listed.get(PACK, [])) == sorted(workflows)
+    assert set(workflows) == set(SPECS), "make_workflows.py and example_workflows/ disagree"
+    for name, workflow in workflows.items():
+        served = live_comfyui.get(f"/api/workflow_templates/{PACK}/{name}.json")
+        assert served.status_code == 200
+        assert served.json() == workflow
+
+
+def test_every_workflow_uses_only_defined_nodes(workflows, object_info):
+    frontend_only = {"Note", "MarkdownNote"}
+    for name, workflow in workflows.items():
+        unknown = {n["type"] for n in workflow["nodes"]} - set(object_info) - frontend_only
+        assert not unknown, f"{name}: unknown node types {unknown}"
+        ui_to_api(workflow, object_info)  # raises when widgets_values do not fit the definitions
+
+
+# -- the workflows run ----------------------------------------------------------------------------
+
+
+def check_restored(before: np.ndarray, after: np.ndarray, mask: np.ndarray | None = None) -> None:
+    """Faces changed, background bit-identical. `mask` (HxW, 0..255) marks the restored regions;
+    without it, only that something changed and most of the picture did not."""
+    assert after.shape == before.shape
+    changed = np.any(after != before, axis=-1)
+    assert changed.any(), "nothing changed: no face was restored"
+    if mask is not None:
+        assert not changed[mask == 0].any(), "pixels outside the mask changed"
+        inside = mask > 250
+        assert inside.any(), "the mask is empty"
+        assert changed[inside].mean() > 0.5, "most of the fully masked region did not change"
+    assert changed.mean() < 0.5, "more than half of the picture changed"
+
+
+def test_restore_photo_workflow(live_comfyui, object_info, workflows, test_model_file, input_photos, astronaut):
+    prompt = api_prompt(workflows["restore_faces_in_a_photo"], object_info, test_model_file, input_photos["astronaut"])
+    entry = live_comfyui.run(prompt, timeout=240)
+    assert_success(entry, live_comfyui)
+    (restored,) = saved_images(live_comfyui, entry, prompt)
+    previews = {}
+    for node_id in nodes_of_type(prompt, "PreviewImage"):
+        paths = live_comfyui.output_images(entry, node_id)
+        assert len(paths) == 1, f"preview node {node_id} showed {len(paths)} images"
+        previews[node_id] = np.asarray(Image.open(paths[0]))
+    (mask_preview_id,) = [k for k in nodes_of_type(prompt, "PreviewImage") if prompt[k]["inputs"]["images"][0]
+                          in nodes_of_type(prompt, "MaskToImage")]  # fmt: skip
+    mask = previews.pop(mask_preview_id)[..., 0]
+    (detection_preview,) = previews.values()
+    check_restored(astronaut, restored[..., :3], mask)
+    # The detection preview draws boxes on the photo: same size, some pixels differ.
+    assert detection_preview.shape[:2] == astronaut.shape[:2]
+    assert np.any(detection_preview[..., :3] != astronaut)
+    (summary_id,) = nodes_of_type(prompt, "PreviewAny")
+    text = " ".join(entry["outputs"][summary_id]["text"])
+    assert "1" in text, text
+
+
+def test_diffusion_chain_validates_and_its_face_part_runs(
+    live_comfyui, object_info, workflows, test_model_file, input_photos, grace_hopper
+):
+    workflow = workflows["txt2img_then_restore_faces"]
+    prompt = api_prompt(workflow, object_info, test_model_file, {})
+    # No checkpoint exists here: the server must reject the graph for that reason and no other.
+    r = live_comfyui.post("/prompt", json={"prompt": prompt})
+    assert r.status_code == 400
+    node_errors = r.json()["node_errors"]
+    (ckpt_id,) = nodes_of_type(prompt, "CheckpointLoaderSimple")
+    assert set(node_errors) == {ckpt_id}, node_errors
+    reasons = node_errors[ckpt_id]["errors"]
+    assert all(e["extra_info"]["input_name"] == "ckpt_name" for e in reasons), reasons
+    # The face part, with the generated image replaced by a loaded photo at the VAE decode.
+    (decode_id,) = nodes_of_type(prompt, "VAEDecode")
+    face_part = copy.deepcopy(prompt)
+    face_part[decode_id] = {"class_type": "LoadImage", "inputs": {"image": input_photos["grace_hopper"]}}
+    for node in ("CheckpointLoaderSimple", "CLIPTextEncode", "EmptyLatentImage", "KSampler"):
+        for node_id in nodes_of_type(face_part, node):
+            del face_part[node_id]
+    entry = live_comfyui.run(face_part, timeout=240)
+    assert_success(entry, live_comfyui)
+    (restored,) = saved_images(live_comfyui, entry, face_part)
+    check_restored(grace_hopper, restored[..., :3])
+
+
+def test_video_frames_workflow(live_comfyui, object_info, workflows, test_model_file, input_photos, astronaut):
+    prompt = api_prompt(workflows["restore_video_frames"], object_info, test_model_file, input_photos["astronaut"])
+    (frames_id,) = nodes_of_type(prompt, "RepeatImageBatch")
+    frames = prompt[frames_id]["inputs"]["amount"]
+    assert frames >= 4
+    entry = live_comfyui.run(prompt, timeout=300)
+    assert_success(entry, live_comfyui)
+    restored = saved_images(live_comfyui, entry, prompt)
+    assert len(restored) == frames
+    for frame in restored:
+        check_restored(astronaut, frame[..., :3])
+        # Same input frame, same model: every frame is restored the same way.
+        np.testing.assert_array_equal(frame, restored[0])
+
+
+# -- bad requests -------------------------------------------------------------------------------
+
+
+def _photo_prompt(workflows, object_info, model, image) -> dict:
+    return api_prompt(workflows["restore_faces_in_a_photo"], object_info, model, image)
+
+
+def test_missing_model_file_is_named(live_comfyui, object_info, workflows, input_photos):
+    prompt = _photo_prompt(workflows, object_info, "RestoreFormer-not-here.ckpt", input_photos["astronaut"])
+    r = live_comfyui.post("/prompt", json={"prompt": prompt})
+    assert r.status_code == 400
+    text = r.text
+    assert "RestoreFormer-not-here.ckpt" in text and "model_name" in text, text
+
+
+def test_broken_model_file_gives_a_clear_error_and_the_server_goes_on(
+    live_comfyui, object_info, workflows, input_photos, test_model_file, astronaut
+):
+    broken = live_comfyui.models_dir / "broken.safetensors"
+    broken.write_bytes(b"this is not a weight file" * 10)
+    prompt = _photo_prompt(workflows, object_info, broken.name, input_photos["astronaut"])
+    entry = live_comfyui.run(prompt, timeout=120)
+    assert entry["status"]["status_str"] == "error"
+    err = history_error(entry)
+    assert err["node_type"] == LOAD_MODEL, err
+    assert "broken.safetensors" in err["exception_message"], err["exception_message"]
+    # The next prompt is served.
+    ok = live_comfyui.run(_photo_prompt(workflows, object_info, test_model_file, input_photos["astronaut"]))
+    assert_success(ok, live_comfyui)
+
+
+def test_image_without_face_passes_through_and_says_so(
+    live_comfyui, object_info, workflows, test_model_file, input_photos
+):
+    prompt = _photo_prompt(workflows, object_info, test_model_file, input_photos["no_face"])
+    entry = live_comfyui.run(prompt, timeout=120)
+    assert_success(entry, live_comfyui)
+    (restored,) = saved_images(live_comfyui, entry, prompt)
+    original = load(live_comfyui.input_dir / input_photos["no_face"])
+    np.testing.assert_array_equal(restored[..., :3], original)
+    (summary_id,) = nodes_of_type(prompt, "PreviewAny")
+    text = " ".join(entry["outputs"][summary_id]["text"]).lower()
+    assert "no face" in text, text
+
+
+def test_interrupted_prompt_is_reported_and_the_server_goes_on(
+    live_comfyui, object_info, workflows, test_model_file, input_photos
+):
+    prompt = api_prompt(workflows["restore_video_frames"], object_info, test_model_file, input_photos["grace_hopper"])
+    (frames_id,) = nodes_of_type(prompt, "RepeatImageBatch")
+    prompt[frames_id]["inputs"]["amount"] = 48  # long enough to be caught running
+    prompt_id = live_comfyui.submit(prompt)
+
+    def interrupt_once_running():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            running = live_comfyui.get("/queue").json()["queue_running"]
+            if any(item[1] == prompt_id for item in running):
+                time.sleep(1.0)  # inside the pack's nodes, not before them
+                live_comfyui.post("/interrupt")
+                return
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=interrupt_once_running)
+    thread.start()
+    entry = live_comfyui.wait(prompt_id, timeout=300)
+    thread.join()
+    assert entry["status"]["status_str"] == "error"
+    assert "execution_interrupted" in history_messages(entry), history_messages(entry)
+    ok = live_comfyui.run(_photo_prompt(workflows, object_info, test_model_file, input_photos["astronaut"]))
+    assert_success(ok, live_comfyui)
