@@ -126,7 +126,14 @@ def queue_and_wait(page, server, save_node_id: int, timeout: float = 300.0) -> d
 
 def screenshot(page, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    page.evaluate("() => { window.app.canvas.ds.offset = [0, 0]; window.app.canvas.setDirty(true, true); }")
+    page.evaluate(
+        """async () => {
+            try { await window.app.extensionManager.command.execute("Comfy.Canvas.FitView"); }
+            catch (e) { window.app.canvas.ds.offset = [80, 140]; }
+            window.app.canvas.setDirty(true, true);
+        }"""
+    )
+    time.sleep(0.5)
     page.screenshot(path=str(path))
     return path
 

@@ -43,8 +43,8 @@ def write_test_model(path: Path, config=None, seed: int = 0) -> Path:
     return path
 
 
-def test_model_config():
-    """The geometry of the model the live tests use (see `test_model_file`)."""
+def live_model_config():
+    """The geometry of the model the live tests use (see `live_model`)."""
     from restoreformer_node.model import RESTOREFORMER, tiny_config
 
     return tiny_config(RESTOREFORMER)
@@ -67,11 +67,11 @@ def live_comfyui() -> LiveComfyUI:
 
 
 @pytest.fixture(scope="session")
-def test_model_file(live_comfyui) -> str:
+def live_model(live_comfyui) -> str:
     """File name (as the loader node lists it) of a small random model in facerestore_models."""
     path = live_comfyui.models_dir / TEST_MODEL
     if not path.exists():
-        write_test_model(path, test_model_config())
+        write_test_model(path, live_model_config())
     return TEST_MODEL
 
 

@@ -13,9 +13,9 @@ import copy
 import threading
 import time
 
+import live_fixtures
 import numpy as np
 import pytest
-import live_fixtures
 from live_server import history_error, history_messages
 from make_workflows import DETECT, LOAD_MODEL, RESTORE, SPECS
 from PIL import Image
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 # The session's shared server and its test files (fixtures defined in live_fixtures.py).
 live_comfyui = live_fixtures.live_comfyui
-test_model_file = live_fixtures.test_model_file
+live_model = live_fixtures.live_model
 input_photos = live_fixtures.input_photos
 
 PACK = "comfyui-restoreformer"
@@ -93,11 +93,11 @@ def test_every_pack_node_is_registered(live_comfyui, object_info):
     assert "(IMPORT FAILED)" not in live_comfyui.log()
 
 
-def test_model_folder_lists_the_test_model(live_comfyui, test_model_file):
+def test_model_folder_lists_the_test_model(live_comfyui, live_model):
     """The extra-model-paths YAML maps facerestore_models; the loader lists what is there."""
     info = live_comfyui.get(f"/object_info/{LOAD_MODEL}").json()[LOAD_MODEL]
     choices = info["input"]["required"]["model_name"][0]
-    assert test_model_file in choices, choices
+    assert live_model in choices, choices
 
 
 def test_workflow_templates_lists_the_shipped_workflows(live_comfyui, workflows):
@@ -135,8 +135,8 @@ def check_restored(before: np.ndarray, after: np.ndarray, mask: np.ndarray | Non
     assert changed.mean() < 0.5, "more than half of the picture changed"
 
 
-def test_restore_photo_workflow(live_comfyui, object_info, workflows, test_model_file, input_photos, astronaut):
-    prompt = api_prompt(workflows["restore_faces_in_a_photo"], object_info, test_model_file, input_photos["astronaut"])
+def test_restore_photo_workflow(live_comfyui, object_info, workflows, live_model, input_photos, astronaut):
+    prompt = api_prompt(workflows["restore_faces_in_a_photo"], object_info, live_model, input_photos["astronaut"])
     entry = live_comfyui.run(prompt, timeout=240)
     assert_success(entry, live_comfyui)
     (restored,) = saved_images(live_comfyui, entry, prompt)
@@ -153,16 +153,16 @@ def test_restore_photo_workflow(live_comfyui, object_info, workflows, test_model
     # The detection preview draws boxes on the photo: same size, some pixels differ.
     assert detection_preview.shape[:2] == astronaut.shape[:2]
     assert np.any(detection_preview[..., :3] != astronaut)
-    (summary_id,) = nodes_of_type(prompt, "PreviewAny")
-    text = " ".join(entry["outputs"][summary_id]["text"])
+    (report_id,) = nodes_of_type(prompt, "PreviewAny")
+    text = " ".join(entry["outputs"][report_id]["text"])
     assert "1" in text, text
 
 
 def test_diffusion_chain_validates_and_its_face_part_runs(
-    live_comfyui, object_info, workflows, test_model_file, input_photos, grace_hopper
+    live_comfyui, object_info, workflows, live_model, input_photos, grace_hopper
 ):
     workflow = workflows["txt2img_then_restore_faces"]
-    prompt = api_prompt(workflow, object_info, test_model_file, {})
+    prompt = api_prompt(workflow, object_info, live_model, {})
     # No checkpoint exists here: the server must reject the graph for that reason and no other.
     r = live_comfyui.post("/prompt", json={"prompt": prompt})
     assert r.status_code == 400
@@ -184,8 +184,8 @@ def test_diffusion_chain_validates_and_its_face_part_runs(
     check_restored(grace_hopper, restored[..., :3])
 
 
-def test_video_frames_workflow(live_comfyui, object_info, workflows, test_model_file, input_photos, astronaut):
-    prompt = api_prompt(workflows["restore_video_frames"], object_info, test_model_file, input_photos["astronaut"])
+def test_video_frames_workflow(live_comfyui, object_info, workflows, live_model, input_photos, astronaut):
+    prompt = api_prompt(workflows["restore_video_frames"], object_info, live_model, input_photos["astronaut"])
     (frames_id,) = nodes_of_type(prompt, "RepeatImageBatch")
     frames = prompt[frames_id]["inputs"]["amount"]
     assert frames >= 4
@@ -215,7 +215,7 @@ def test_missing_model_file_is_named(live_comfyui, object_info, workflows, input
 
 
 def test_broken_model_file_gives_a_clear_error_and_the_server_goes_on(
-    live_comfyui, object_info, workflows, input_photos, test_model_file, astronaut
+    live_comfyui, object_info, workflows, input_photos, live_model, astronaut
 ):
     broken = live_comfyui.models_dir / "broken.safetensors"
     broken.write_bytes(b"this is not a weight file" * 10)
@@ -226,28 +226,28 @@ def test_broken_model_file_gives_a_clear_error_and_the_server_goes_on(
     assert err["node_type"] == LOAD_MODEL, err
     assert "broken.safetensors" in err["exception_message"], err["exception_message"]
     # The next prompt is served.
-    ok = live_comfyui.run(_photo_prompt(workflows, object_info, test_model_file, input_photos["astronaut"]))
+    ok = live_comfyui.run(_photo_prompt(workflows, object_info, live_model, input_photos["astronaut"]))
     assert_success(ok, live_comfyui)
 
 
 def test_image_without_face_passes_through_and_says_so(
-    live_comfyui, object_info, workflows, test_model_file, input_photos
+    live_comfyui, object_info, workflows, live_model, input_photos
 ):
-    prompt = _photo_prompt(workflows, object_info, test_model_file, input_photos["no_face"])
+    prompt = _photo_prompt(workflows, object_info, live_model, input_photos["no_face"])
     entry = live_comfyui.run(prompt, timeout=120)
     assert_success(entry, live_comfyui)
     (restored,) = saved_images(live_comfyui, entry, prompt)
     original = load(live_comfyui.input_dir / input_photos["no_face"])
     np.testing.assert_array_equal(restored[..., :3], original)
-    (summary_id,) = nodes_of_type(prompt, "PreviewAny")
-    text = " ".join(entry["outputs"][summary_id]["text"]).lower()
+    (report_id,) = nodes_of_type(prompt, "PreviewAny")
+    text = " ".join(entry["outputs"][report_id]["text"]).lower()
     assert "no face" in text, text
 
 
 def test_interrupted_prompt_is_reported_and_the_server_goes_on(
-    live_comfyui, object_info, workflows, test_model_file, input_photos
+    live_comfyui, object_info, workflows, live_model, input_photos
 ):
-    prompt = api_prompt(workflows["restore_video_frames"], object_info, test_model_file, input_photos["grace_hopper"])
+    prompt = api_prompt(workflows["restore_video_frames"], object_info, live_model, input_photos["grace_hopper"])
     (frames_id,) = nodes_of_type(prompt, "RepeatImageBatch")
     prompt[frames_id]["inputs"]["amount"] = 48  # long enough to be caught running
     prompt_id = live_comfyui.submit(prompt)
@@ -268,5 +268,5 @@ def test_interrupted_prompt_is_reported_and_the_server_goes_on(
     thread.join()
     assert entry["status"]["status_str"] == "error"
     assert "execution_interrupted" in history_messages(entry), history_messages(entry)
-    ok = live_comfyui.run(_photo_prompt(workflows, object_info, test_model_file, input_photos["astronaut"]))
+    ok = live_comfyui.run(_photo_prompt(workflows, object_info, live_model, input_photos["astronaut"]))
     assert_success(ok, live_comfyui)
