@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
+import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -183,6 +184,10 @@ def main(names: list[str]) -> None:
                     print(f"skip {name}: the server lacks {lacking}")
                     continue
                 workflow, _ids = browser.build_workflow(page, spec)
+                # A stable id per workflow (the frontend tells open workflows apart by it) and a
+                # view that shows the whole graph on a laptop screen when it opens.
+                workflow["id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"comfyui-restoreformer/{name}"))
+                workflow["extra"]["ds"] = {"scale": 0.75, "offset": [60, 330]}
                 path = WORKFLOW_DIR / f"{name}.json"
                 path.write_text(json.dumps(workflow, indent=2) + "\n")
                 print(f"wrote {path} ({len(workflow['nodes'])} nodes)")
