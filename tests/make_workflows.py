@@ -14,6 +14,7 @@ The tests load, convert and run every file written here (test_live_comfyui.py, t
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import uuid
 from pathlib import Path
@@ -193,6 +194,7 @@ def main(names: list[str]) -> None:
                 print(f"wrote {path} ({len(workflow['nodes'])} nodes)")
     finally:
         server.stop()
+        shutil.rmtree(server.work, ignore_errors=True)
 
 
 if __name__ == "__main__":
