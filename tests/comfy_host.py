@@ -34,7 +34,11 @@ def import_comfy():
     # Must be set before comfy.model_management is imported: a CUDA build of torch on a
     # machine without a GPU fails at import otherwise.
     comfy.cli_args.args.cpu = True
+    # ComfyUI imports it before `nodes`; imported after, `utils` resolves to another module and
+    # this import fails ("'utils' is not a package"). The split keeps ruff from sorting it back.
+    import utils.extra_config  # noqa: F401
+
+    # isort: split
     import nodes
-    import utils.extra_config  # noqa: F401  (ComfyUI imports it before `nodes`)
 
     return nodes
