@@ -207,6 +207,48 @@ class LiveComfyUI:
         return [roots[i["type"]] / i.get("subfolder", "") / i["filename"] for i in images]
 
 
+class Events:
+    """The server's websocket messages to this test client, collected in a background thread:
+    `messages` holds (monotonic time, type, data) for 'executing', 'progress', 'execution_*'...
+    Prompts must be submitted with the server's client_id (LiveComfyUI.submit does)."""
+
+    def __init__(self, server: LiveComfyUI):
+        import asyncio
+        import threading
+
+        self.messages: list[tuple[float, str, dict]] = []
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._url = f"ws://127.0.0.1:{server.port}/ws?clientId={server.client_id}"
+        self._thread = threading.Thread(target=self._loop.run_until_complete, args=(self._listen(),), daemon=True)
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise ServerError("the websocket did not connect")
+
+    async def _listen(self) -> None:
+        import asyncio
+
+        import aiohttp
+
+        self._task = asyncio.current_task()
+        try:
+            async with aiohttp.ClientSession() as session, session.ws_connect(self._url) as ws:
+                self._ready.set()
+                async for msg in ws:
+                    if msg.type == aiohttp.WSMsgType.TEXT:
+                        data = json.loads(msg.data)
+                        self.messages.append((time.monotonic(), data["type"], data.get("data", {})))
+        except asyncio.CancelledError:
+            pass
+
+    def of(self, prompt_id: str, kind: str) -> list[tuple[float, dict]]:
+        return [(t, d) for t, k, d in list(self.messages) if k == kind and d.get("prompt_id") == prompt_id]
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._task.cancel)
+        self._thread.join(10)
+
+
 def history_error(entry: dict) -> dict | None:
     """The `execution_error` message of a failed prompt (exception_message, node_type, ...)."""
     for kind, data in entry.get("status", {}).get("messages", []):
