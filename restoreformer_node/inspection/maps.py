@@ -42,14 +42,14 @@ def distance_mask(codes: Codes, size: int, normalise: str = "per face", smooth: 
     """
     if normalise not in NORMALISE:
         raise ValueError(f"normalise must be one of {NORMALISE}; got {normalise!r}")
-    d = codes.distances.float().clamp_min(0)
+    d = codes.distances.float().clamp_min(0).unsqueeze(1)
+    # Normalise after upsampling, so the mask reaches exactly 1 at its peak either way.
+    mask = resize(d, size, mode="bilinear" if smooth else "nearest").squeeze(1).clamp_min(0)
     if normalise == "per face":
-        peak = d.flatten(1).amax(1).view(-1, 1, 1)
+        peak = mask.flatten(1).amax(1).view(-1, 1, 1)
     else:
-        peak = d.amax().view(1, 1, 1)
-    d = d / peak.clamp_min(torch.finfo(d.dtype).tiny)
-    mask = resize(d.unsqueeze(1), size, mode="bilinear" if smooth else "nearest").squeeze(1)
-    return mask.clamp(0, 1)
+        peak = mask.amax().view(1, 1, 1)
+    return (mask / peak.clamp_min(torch.finfo(mask.dtype).tiny)).clamp(0, 1)
 
 
 def heat_overlay(crops: torch.Tensor, mask: torch.Tensor, opacity: float = 0.6) -> torch.Tensor:
