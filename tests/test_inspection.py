@@ -290,3 +290,22 @@ def test_bad_crops_are_named():
         ins.encode_codes(model, torch.rand(1, 3, 64, 48))
     with pytest.raises(ValueError, match="RGB"):
         ins.encode_codes(model, torch.rand(1, 4, 64, 64))
+
+
+@pytest.mark.slow
+def test_published_geometry_rfpp(astronaut, grace_hopper):
+    """RestoreFormer++ at the published size (512 px, 16x16 latent, 1,024 entries, attention at 16x16
+    and 32x32), random weights: the shapes every view promises, and exact attention normalisation."""
+    model = random_restoreformer(RESTOREFORMER_PLUSPLUS)
+    crops = face_crops(astronaut, grace_hopper)[:1]
+    atlas = ins.build_atlas(model, subset=[0, 511, 1023], cache=None)
+    assert atlas.tile == 32 and atlas.image.shape == (3, 2 * 32 + 1, 2 * 32 + 1)
+    codes = ins.encode_codes(model, crops)
+    assert codes.grid == (16, 16) and int(codes.indices.max()) < 1024
+    maps = ins.attention_maps(model, crops, (0.377, 0.469))
+    assert [(lv.grid, m.shape) for lv, m in zip(maps.levels, maps.maps.values())] == [
+        (16, (1, 4, 16, 16)),
+        (32, (1, 4, 32, 32)),
+    ]
+    for m in maps.maps.values():
+        assert torch.allclose(m.sum((-1, -2)), torch.ones(1, 4), atol=1e-5)
