@@ -12,7 +12,7 @@ import torch
 
 from ..model import RestoreFormer, Trace
 from .codes import Codes, StepCallback, model_device_dtype, to_model_input
-from .render import blend, cell_grid_lines, code_palette, draw_ring, heat_map, resize
+from .render import blend, cell_grid_lines, code_palette, draw_ring, heat_map, resize, stamp, text_label
 
 NORMALISE = ("per face", "batch")
 
@@ -159,12 +159,14 @@ def attention_maps(
     return AttentionMaps(levels, maps, cells, (x, y))
 
 
-def attention_sheet(crops: torch.Tensor, maps: AttentionMaps, tile: int = 256, opacity: float = 0.65) -> torch.Tensor:
+def attention_sheet(
+    crops: torch.Tensor, maps: AttentionMaps, tile: int = 256, opacity: float = 0.65, labels: bool = True
+) -> torch.Tensor:
     """Figure 6 (d, e) for every face: [N, 3, rows * tile, (heads + 1) * tile].
 
     One row per attention level (coarsest first); one column per head, then the mean over heads.
     Each map is upsampled bilinearly, scaled so its largest weight is full heat, and laid over the
-    face; a ring marks the query point.
+    face; a ring marks the query point; a small label names the level and head.
     """
     n = crops.shape[0]
     faces = resize(crops, tile)
@@ -178,6 +180,10 @@ def attention_sheet(crops: torch.Tensor, maps: AttentionMaps, tile: int = 256, o
         up = up / up.flatten(2).amax(2).clamp_min(1e-12)[..., None, None]
         tiles = blend(faces.unsqueeze(1), heat_map(up.reshape(n * heads, tile, tile)).reshape(n, heads, 3, tile, tile), opacity)
         tiles = draw_ring(tiles.reshape(n * heads, 3, tile, tile), px, py, max(3.0, tile / 40)).reshape(n, heads, 3, tile, tile)
+        if labels:
+            size = max(10, tile // 16)
+            names = [f"{lv.grid}x{lv.grid} head {h + 1}" for h in range(heads - 1)] + [f"{lv.grid}x{lv.grid} mean"]
+            tiles = torch.stack([stamp(tiles[:, h], text_label(names[h], size)) for h in range(heads)], 1)
         rows.append(torch.cat(list(tiles.unbind(1)), dim=-1))  # [N, 3, tile, heads*tile]
     width = max(r.shape[-1] for r in rows)
     padded = [torch.nn.functional.pad(r, (0, width - r.shape[-1])) for r in rows]

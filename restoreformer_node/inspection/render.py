@@ -163,3 +163,26 @@ def pil_to_tensor(image) -> torch.Tensor:
 
     array = np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
     return torch.from_numpy(array).permute(2, 0, 1).float() / 255.0
+
+
+def text_label(text: str, height: int) -> torch.Tensor:
+    """White text on a dark box, [3, height, w] in 0..1 (for labelling tiles)."""
+    from PIL import Image, ImageDraw
+
+    font = pil_font(max(8, int(height * 0.75)))
+    box = ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((0, 0), text, font=font)
+    width = box[2] - box[0] + height // 2
+    img = Image.new("RGB", (max(1, width), height), (16, 16, 16))
+    ImageDraw.Draw(img).text((height // 4 - box[0], (height - (box[3] - box[1])) // 2 - box[1]), text,
+                             fill=(240, 240, 240), font=font)
+    return pil_to_tensor(img)
+
+
+def stamp(images: torch.Tensor, label: torch.Tensor, x: int = 0, y: int = 0) -> torch.Tensor:
+    """Paste a label [3, h, w] at (x, y) into every image [N, 3, H, W] (clipped at the edges)."""
+    h = min(label.shape[1], images.shape[2] - y)
+    w = min(label.shape[2], images.shape[3] - x)
+    if h > 0 and w > 0:
+        images = images.clone()
+        images[:, :, y : y + h, x : x + w] = label[:, :h, :w].to(images.device, images.dtype)
+    return images
