@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from ..model import RestoreFormer
-from ..model.blocks import swish
+from ..model.blocks import AttentionBlock, swish
 from .codes import model_device_dtype, usage_order
 from .render import grid_position, resize, tile_grid
 
@@ -45,23 +45,35 @@ def tile_size(model: RestoreFormer, cells: int) -> int:
     return cells * model.config.size_multiple
 
 
+def _prior_only(block, h: torch.Tensor, fusion: str) -> torch.Tensor:
+    """One decoder fusion block applied to the prior stream alone."""
+    if block is None:  # ablation geometries without a fusion block here
+        return h
+    if isinstance(block, AttentionBlock):
+        return block(h)  # no query source: self-attention over the prior stream
+    raise ValueError(
+        f"the dictionary atlas decodes through attention blocks; this model's fusion mode {fusion!r} "
+        "has fusion blocks that need the degraded face's features"
+    )
+
+
 def decode_prior_stream(model: RestoreFormer, z_q: torch.Tensor) -> torch.Tensor:
     """Decode quantised latents [B, embed_dim, h, w] with every decoder attention block used as
     self-attention over the prior stream (the stage-1 dictionary decoder). Raw output, -1..1 scale.
 
     This is `model.decode` as a network with `fusion="self"` runs it; a test checks the two agree.
     """
-    dec = model.decoder
+    dec, fusion = model.decoder, model.config.fusion
     h = dec.conv_in(model.post_quant_conv(z_q))
     h = dec.mid.block_1(h)
-    h = dec.mid.attn_1(h)
+    h = _prior_only(getattr(dec.mid, "attn_1", None), h, fusion)
     h = dec.mid.block_2(h)
     for level in reversed(range(model.config.num_levels)):
         stage = dec.up[level]
         for i, block in enumerate(stage.block):
             h = block(h)
-            if len(stage.attn):
-                h = stage.attn[i](h)
+            if i < len(stage.attn):
+                h = _prior_only(stage.attn[i], h, fusion)
         if level != 0:
             h = stage.upsample(h)
     return dec.conv_out(swish(dec.norm_out(h)))
