@@ -18,6 +18,10 @@ from inspection_fixtures import face_crops
 
 from restoreformer_node.model import RESTOREFORMER, RESTOREFORMER_PLUSPLUS, tiny_config
 
+# At import, as test_restore_nodes does: pytest imports the pack's root __init__.py (which imports
+# the nodes, which import comfy) before the first test of a run starts.
+import_comfy()
+
 VARIANTS = {"RF": RESTOREFORMER, "RF++": RESTOREFORMER_PLUSPLUS}
 NODE_IDS = (
     "RestoreFormerDictionaryAtlas",
@@ -29,7 +33,6 @@ NODE_IDS = (
 
 @pytest.fixture(scope="module")
 def nodes():
-    import_comfy()
     from restoreformer_node.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, inspect_nodes
 
     return NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, inspect_nodes
