@@ -309,3 +309,22 @@ def test_published_geometry_rfpp(astronaut, grace_hopper):
     ]
     for m in maps.maps.values():
         assert torch.allclose(m.sum((-1, -2)), torch.ones(1, 4), atol=1e-5)
+
+
+def test_atlas_command_line_writes_the_atlas(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from restoreformer_node.cli import main
+    from restoreformer_node.weights import save_restoreformer
+
+    config = tiny_config(RESTOREFORMER_PLUSPLUS)
+    model = random_restoreformer(config)
+    weights = save_restoreformer(model, tmp_path / "tiny.safetensors", config)
+    out = tmp_path / "atlas.png"
+    assert main(["atlas", str(weights), "--out", str(out), "--entries", "0-9", "--columns", "5", "--gap", "0"]) == 0
+    written = torch.from_numpy(np.asarray(Image.open(out)).copy()).permute(2, 0, 1).float() / 255
+    assert written.shape == (3, 2 * 4, 5 * 4)
+    expected = ins.build_atlas(model, subset=range(10), columns=5, gap=0, cache=None).image
+    assert (written - expected).abs().max() <= 0.5 / 255 + 1e-6  # 8-bit rounding only
+    assert main(["atlas", str(weights), "--out", str(tmp_path / "a.jpg")]) == 2
