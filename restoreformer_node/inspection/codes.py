@@ -169,6 +169,11 @@ def code_usage(indices: torch.Tensor, n_embed: int) -> CodeUsage:
     return CodeUsage(counts, faces=indices.shape[0], cells_per_face=indices.shape[1] * indices.shape[2])
 
 
+def text_height(draw, font) -> int:
+    box = draw.textbbox((0, 0), "Ag", font=font)
+    return box[3] - box[1]
+
+
 def usage_plot(usage: CodeUsage, width: int = 1024, height: int = 512) -> torch.Tensor:
     """The usage histogram as an image [3, height, width] in 0..1.
 
@@ -192,8 +197,10 @@ def usage_plot(usage: CodeUsage, width: int = 1024, height: int = 512) -> torch.
     draw.text((10, 6), header, fill=(20, 20, 20), font=font)
 
     left, right = 56, width - 16
-    header_h = 14 + font.size if hasattr(font, "size") else 28
-    gap = 34
+    line = text_height(draw, font)
+    small_line = text_height(draw, small)
+    header_h = 12 + line
+    gap = 2 * small_line + 14
     panel_h = (height - header_h - 2 * gap) // 2
     top_box = (left, header_h + 14, right, header_h + 14 + panel_h)
     bottom_box = (left, top_box[3] + gap, right, top_box[3] + gap + panel_h)
@@ -203,10 +210,9 @@ def usage_plot(usage: CodeUsage, width: int = 1024, height: int = 512) -> torch.
 
     def frame(box, title, y_label):
         draw.rectangle(box, outline=(120, 120, 120))
-        draw.text((box[0], box[1] - 12 - small.size // 2 if hasattr(small, "size") else box[1] - 14),
-                  title, fill=(60, 60, 60), font=small)
+        draw.text((box[0], box[1] - small_line - 3), title, fill=(60, 60, 60), font=small)
         draw.text((4, box[1]), y_label, fill=(60, 60, 60), font=small)
-        draw.text((4, box[3] - 12), "0", fill=(60, 60, 60), font=small)
+        draw.text((4, box[3] - small_line), "0", fill=(60, 60, 60), font=small)
 
     def bars(box, values, colour_of):
         x0, y0, x1, y1 = box
