@@ -23,6 +23,7 @@ from weights_fixtures import (
     calibrated_restoreformer,
     esrgan_state_dict,
     image_batch,
+    lightning_checkpoint,
     write_gfpgan,
     write_lightning,
 )
@@ -143,6 +144,26 @@ def test_bare_state_dict_with_module_prefix(nets, x, tmp_path):
     state, layout, _ = read_state_dict(path)
     assert layout == LAYOUT_BARE and "encoder.conv_in.weight" in state
     assert_same_weights(load_restoreformer(path), nets["RF++"][0])
+
+
+def test_lightning_training_modules_beside_vqvae_are_set_aside(nets, tmp_path):
+    """A LightningModule's state_dict may also hold its loss networks; only `vqvae.` is the model."""
+    checkpoint = lightning_checkpoint(nets["RF"][0].state_dict())
+    checkpoint["state_dict"]["loss.discriminator.main.0.weight"] = torch.zeros(8, 3, 4, 4)
+    checkpoint["state_dict"]["loss.perceptual_loss.lin0.model.1.weight"] = torch.zeros(1, 64, 1, 1)
+    path = tmp_path / "with_losses.ckpt"
+    torch.save(checkpoint, path)
+    state, layout, meta = read_state_dict(path)
+    assert layout == LAYOUT_LIGHTNING and meta["ignored_keys"] == "2"
+    assert_same_weights(load_restoreformer(path), nets["RF"][0])
+
+
+def test_save_handles_tensors_sharing_memory(nets, tmp_path):
+    state = dict(nets["RF"][0].state_dict())
+    shared = torch.zeros(2, 64)
+    state["encoder.conv_out.bias"], state["quant_conv.bias"] = shared[0], shared[1]
+    path = save_restoreformer(state, tmp_path / "shared.safetensors", nets["RF"][0].config)
+    assert torch.equal(read_state_dict(path)[0]["quant_conv.bias"], shared[1])
 
 
 def test_legacy_non_zip_torch_format(nets, tmp_path):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import pickle
 import pickletools
 import re
+import threading
 import warnings
 from collections import OrderedDict
 from typing import Any
@@ -30,6 +31,9 @@ INERT_MODULE_PREFIXES = ("pytorch_lightning.", "lightning.", "lightning_fabric."
 INERT_NAMES = frozenset({"typing.Any", "argparse.Namespace"})
 
 _GLOBAL_IN_MESSAGE = re.compile(r"GLOBAL ([A-Za-z_][\w.]*)")
+
+# torch's safe-globals list is process-wide: one load at a time may extend it.
+_LOAD_LOCK = threading.Lock()
 
 
 class _Inert:
@@ -143,7 +147,7 @@ def safe_torch_load(path: str, container: str) -> Any:
         raise _refuse_code(path, container, refused)
     stand_ins = [_stand_in(n) for n in sorted(set(unsafe))]
     try:
-        with torch.serialization.safe_globals(stand_ins), warnings.catch_warnings():
+        with _LOAD_LOCK, torch.serialization.safe_globals(stand_ins), warnings.catch_warnings():
             # torch notes pickle protocols above 2 (plain pickle.dump files); harmless here.
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
             return torch.load(path, map_location="cpu", weights_only=True)
