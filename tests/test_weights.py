@@ -8,6 +8,7 @@ architecture (tiny geometry; pretrained weights cannot be had offline and tests 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import subprocess
@@ -184,40 +185,65 @@ def test_foreign_safetensors_without_metadata(nets, x, tmp_path):
     assert_same_weights(loaded, nets["RF++"][0])
 
 
-def test_lightning_bookkeeping_classes_load_without_their_code(nets, x, tmp_path):
-    """PL 1.x keys callback states by the callback class and may store hyper-parameters as an
-    AttributeDict. Such a file loads under weights_only=True without importing Lightning: the
-    classes are bound to inert stand-ins."""
+@contextlib.contextmanager
+def fake_lightning(classes: dict[str, dict]):
+    """Temporarily importable stand-ins for Lightning classes ("module.Class" -> class body), so
+    the test can pickle objects that name them; removed again before anything is loaded."""
     fake: dict[str, types.ModuleType] = {}
-    for mod, cls_name in [
-        ("pytorch_lightning.callbacks.model_checkpoint", "ModelCheckpoint"),
-        ("pytorch_lightning.utilities.parsing", "AttributeDict"),
-    ]:
+    made = {}
+    for full_name, body in classes.items():
+        mod, cls_name = full_name.rsplit(".", 1)
         parts = mod.split(".")
         for i in range(1, len(parts) + 1):  # pickle imports the parent packages too
             fake.setdefault(".".join(parts[:i]), types.ModuleType(".".join(parts[:i])))
-        setattr(fake[mod], cls_name, type(cls_name, (dict,), {"__module__": mod}))
+        made[full_name] = type(cls_name, (dict,), {"__module__": mod, **body})
+        setattr(fake[mod], cls_name, made[full_name])
     saved = {k: sys.modules.get(k) for k in fake}
     sys.modules.update(fake)
     try:
-        checkpoint = {
-            "epoch": 3,
-            "state_dict": {f"vqvae.{k}": v for k, v in nets["RF"][0].state_dict().items()},
-            "callbacks": {fake["pytorch_lightning.callbacks.model_checkpoint"].ModelCheckpoint: {"best_model_score": torch.tensor(0.5)}},
-            "hyper_parameters": fake["pytorch_lightning.utilities.parsing"].AttributeDict(lr=7e-6),
-        }
-        path = tmp_path / "pl108.ckpt"
-        torch.save(checkpoint, path)
+        yield made
     finally:
         for k, v in saved.items():
             if v is None:
                 sys.modules.pop(k, None)
             else:
                 sys.modules[k] = v
+
+
+def test_lightning_bookkeeping_classes_load_without_their_code(nets, x, tmp_path):
+    """PL 1.x keys callback states by the callback class and may store hyper-parameters as an
+    AttributeDict. Such a file loads under weights_only=True without importing Lightning: the
+    classes are bound to inert stand-ins."""
+    path = tmp_path / "pl108.ckpt"
+    checkpoint_cls = "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint"
+    attrdict_cls = "pytorch_lightning.utilities.parsing.AttributeDict"
+    with fake_lightning({checkpoint_cls: {}, attrdict_cls: {}}) as cls:
+        torch.save(
+            {
+                "epoch": 3,
+                "state_dict": {f"vqvae.{k}": v for k, v in nets["RF"][0].state_dict().items()},
+                "callbacks": {cls[checkpoint_cls]: {"best_model_score": torch.tensor(0.5)}},
+                "hyper_parameters": cls[attrdict_cls](lr=7e-6),
+            },
+            path,
+        )
+    assert "pytorch_lightning" not in sys.modules
     loaded = load_restoreformer(path)
-    assert all(sys.modules.get(k) is v for k, v in saved.items())  # nothing of Lightning imported
+    assert "pytorch_lightning" not in sys.modules  # nothing of Lightning was imported
     assert loaded.weights_info.layout == LAYOUT_LIGHTNING
     assert_same_weights(loaded, nets["RF"][0])
+
+
+def test_lightning_bookkeeping_that_needs_its_code_is_refused_clearly(tmp_path):
+    odd = "pytorch_lightning.trainer.states.Odd"
+    path = tmp_path / "odd.ckpt"
+    with fake_lightning({odd: {"__reduce__": lambda self: (type(self), (), (None, {"slot": 1}))}}) as cls:
+        torch.save({"state_dict": {"vqvae.x": torch.zeros(1)}, "trainer": cls[odd]()}, path)
+    with pytest.raises(WeightLoadError) as err:
+        read_state_dict(path)
+    msg = str(err.value)
+    assert "odd.ckpt" in msg and odd in msg and "Nothing in the file was run" in msg
+    assert "state_dict" in err.value.fix
 
 
 def test_dtype_and_eval_mode(nets, tmp_path):

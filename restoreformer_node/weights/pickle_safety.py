@@ -130,6 +130,18 @@ def _damaged(path: str, container: str, error: BaseException) -> WeightLoadError
     )
 
 
+def _bookkeeping_unreadable(path: str, container: str, names: list[str], error: BaseException) -> WeightLoadError:
+    reason = " ".join(str(error).split()).split("WeightsUnpickler error:")[-1][:200]
+    return WeightLoadError(
+        path,
+        f"the checkpoint's training bookkeeping ({list_names(names, 4)}) has a form that cannot be set "
+        f"aside without running Lightning's code ({reason.strip()}). Nothing in the file was run.",
+        "re-save only the weights where the file was made (torch.save(checkpoint['state_dict'], ...)) "
+        "or use the official release file (see the README).",
+        layout=container,
+    )
+
+
 def safe_torch_load(path: str, container: str) -> Any:
     """`torch.load(path, weights_only=True)` on CPU, with Lightning bookkeeping bound to inert
     stand-ins and every failure turned into a WeightLoadError. `container` names the file kind
@@ -154,13 +166,17 @@ def safe_torch_load(path: str, container: str) -> Any:
     except pickle.UnpicklingError as error:
         # A global the static scan could not see (built on the stack at load time).
         named = _GLOBAL_IN_MESSAGE.findall(str(error))
-        refused = [n for n in dict.fromkeys(named) if not _torch_allowed(n)]
+        refused = [n for n in dict.fromkeys(named) if not _torch_allowed(n) and not _is_inert(n)]
         if refused:
             raise _refuse_code(path, container, refused) from None
+        if stand_ins:
+            raise _bookkeeping_unreadable(path, container, [n for _, n in stand_ins], error) from None
         raise _damaged(path, container, error) from None
     except MemoryError:
         raise
     except Exception as error:  # truncated archive, bad storage record, EOF, ...
+        if stand_ins:
+            raise _bookkeeping_unreadable(path, container, [n for _, n in stand_ins], error) from None
         raise _damaged(path, container, error) from None
 
 
