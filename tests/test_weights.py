@@ -346,6 +346,15 @@ def test_pickle_that_would_run_code_is_refused_without_running(container, tmp_pa
     assert not marker.exists()
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit is deprecated; users still have such files
+def test_torchscript_program_is_not_a_weight_file(tmp_path):
+    path = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Conv2d(3, 3, 1)), path)
+    with pytest.raises(WeightLoadError, match="TorchScript program, not a weight file") as err:
+        read_state_dict(path)
+    assert "scripted.pt" in str(err.value)
+
+
 def _truncated_ckpt(tmp_path: Path) -> Path:
     full = write_lightning(tmp_path / "full.ckpt", {"a": torch.randn(5000)}).read_bytes()
     path = tmp_path / "cut.ckpt"

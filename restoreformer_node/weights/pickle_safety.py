@@ -152,7 +152,15 @@ def safe_torch_load(path: str, container: str) -> Any:
             unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
         else:
             unsafe = [n for n in globals_in_pickle_stream(path) if not _torch_allowed(n)]
-    except Exception:
+    except Exception as error:
+        if "torchscript" in str(error).lower():
+            raise WeightLoadError(
+                path,
+                "this is a TorchScript program, not a weight file; loading it would run its code, so it "
+                "was not loaded.",
+                "use a state-dict file (.ckpt, .pth or .safetensors; see the README).",
+                layout="TorchScript archive",
+            ) from None
         unsafe = []  # unreadable: torch.load below says how
     refused = sorted(n for n in unsafe if not _is_inert(n))
     if refused:
