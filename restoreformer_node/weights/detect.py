@@ -73,6 +73,7 @@ def detect_config(
             raise WeightLoadError(
                 source,
                 f"the configuration stored in the file's metadata is invalid ({error}).",
+                "if the file was written by a newer version of this pack, update the pack; otherwise "
                 "convert the original weight file again with `python -m restoreformer_node convert`.",
                 layout,
             ) from None
