@@ -297,6 +297,14 @@ def test_partial_file_names_the_missing_keys(nets, tmp_path):
     assert all(key in msg for key in dropped)
 
 
+def test_partial_file_missing_a_key_detection_needs(nets, tmp_path):
+    state = dict(nets["RF"][0].state_dict())
+    del state["encoder.down.1.block.0.conv2.weight"]
+    path = write_gfpgan(tmp_path / "partial.pth", params_ema=state)
+    with pytest.raises(WeightLoadError, match=r"missing key 'encoder\.down\.1\.block\.0\.conv2\.weight'"):
+        load_restoreformer(path)
+
+
 def test_shape_mismatch_is_named(nets, tmp_path):
     path = write_gfpgan(tmp_path / "w.pth", params_ema=nets["RF"][0].state_dict())
     with pytest.raises(WeightLoadError) as err:
