@@ -34,7 +34,7 @@ def browser_available() -> str | None:
 
 
 @contextmanager
-def comfy_page(url: str, viewport=(1600, 1000)):
+def comfy_page(url: str, viewport=(2400, 1500)):
     """A page with the ComfyUI frontend loaded and its graph ready; yields (page, console lines)."""
     from playwright.sync_api import sync_playwright
 
@@ -95,9 +95,9 @@ def graph_to_prompt(page) -> dict:
     return page.evaluate("async () => (await window.app.graphToPrompt()).output")
 
 
-def queue_and_wait(page, server, save_node_id: int, timeout: float = 300.0) -> dict:
+def queue_and_wait(page, server, image_node_ids: list[int], timeout: float = 300.0) -> dict:
     """Queue the loaded graph as a user clicking Run does, wait until the server finishes it and
-    the output image is shown on the save node. Returns the prompt's history entry."""
+    every node in `image_node_ids` shows its image in the page. Returns the history entry."""
     before = set(server.get("/history").json())
     page.evaluate("async () => { await window.app.queuePrompt(0, 1); }")
     deadline = time.monotonic() + timeout
@@ -116,9 +116,9 @@ def queue_and_wait(page, server, save_node_id: int, timeout: float = 300.0) -> d
     entry = server.wait(prompt_id, max(1.0, deadline - time.monotonic()))
     if entry["status"]["status_str"] == "success":
         page.wait_for_function(
-            """(id) => { const n = window.app.graph.getNodeById(id);
-                        return n && n.imgs && n.imgs.length > 0 && n.imgs.every(i => i.complete); }""",
-            arg=save_node_id,
+            """(ids) => ids.every(id => { const n = window.app.graph.getNodeById(id);
+                        return n && n.imgs && n.imgs.length > 0 && n.imgs.every(i => i.complete); })""",
+            arg=image_node_ids,
             timeout=60_000,
         )
     return entry

@@ -27,6 +27,10 @@ LOAD_DETECTOR = "RestoreFormerLoadFaceDetector"
 DETECT = "RestoreFormerDetectFaces"
 RESTORE = "RestoreFormerRestoreFaces"
 PASTE = "RestoreFormerPasteFaces"
+ATLAS = "RestoreFormerDictionaryAtlas"
+USAGE = "RestoreFormerCodeUsage"
+CODE_MAP = "RestoreFormerCodeMap"
+ATTENTION = "RestoreFormerAttentionMap"
 
 # The file name users get from the RestoreFormer release, in models/facerestore_models.
 DEFAULT_MODEL = "RestoreFormer.ckpt"
@@ -161,10 +165,54 @@ def video_frames() -> dict:
     }
 
 
+def inspect_dictionary() -> dict:
+    """What the model's learned dictionary holds and how it was used on the faces of a photo:
+    the atlas ordered by usage, the usage histogram, per-face code and distance maps, and the
+    cross-attention of one point of the face (the paper's Figures 3 and 6)."""
+    face_inputs = [("image", "IMAGE"), ("detect", "faces")]
+    nodes = [
+        _note(
+            "note",
+            [X[0], -260],
+            "Look inside RestoreFormer.\n\nAtlas: every entry of the high-quality dictionary decoded "
+            "to a patch, most used first. Code usage: which entries these faces chose. Code map: the "
+            "entry chosen at each latent cell, and how far each feature was from it (bright = the prior "
+            "replaced the input most). Attention: where the point x, y of the face looks in the priors.",
+        ),
+        {"key": "image", "type": "LoadImage", "pos": [X[0], 0], "widgets": {"image": DEFAULT_IMAGE}},
+        {"key": "model", "type": LOAD_MODEL, "pos": [X[1], -260], "widgets": {"model_name": DEFAULT_MODEL}},
+        {"key": "detect", "type": DETECT, "pos": [X[1], 0]},
+        {"key": "atlas", "type": ATLAS, "pos": [X[2], -260], "widgets": {"order": "usage", "limit": 256}},
+        {"key": "usage", "type": USAGE, "pos": [X[2], 160]},
+        {"key": "codes", "type": CODE_MAP, "pos": [X[2], 480]},
+        {"key": "attention", "type": ATTENTION, "pos": [X[2], 800]},
+        {"key": "atlas_view", "type": "PreviewImage", "pos": [X[3], -260], "title": "Dictionary atlas"},
+        {"key": "usage_view", "type": "PreviewImage", "pos": [X[3], 160], "title": "Code usage"},
+        {"key": "usage_text", "type": "PreviewAny", "pos": [X[4], 160], "title": "Usage summary"},
+        {"key": "code_view", "type": "PreviewImage", "pos": [X[3], 480], "title": "Code map"},
+        {"key": "distance_view", "type": "PreviewImage", "pos": [X[4], 480], "title": "Distance to the prior"},
+        {"key": "attention_view", "type": "PreviewImage", "pos": [X[3], 800], "title": "Cross-attention"},
+    ]
+    links = [("image", "IMAGE", "detect", "images")]
+    for node in ("atlas", "usage", "codes", "attention"):
+        links.append(("model", 0, node, "model"))
+        links += [(src, out, node, name) for name, (src, out) in zip(("image", "faces"), face_inputs)]
+    links += [
+        ("atlas", "atlas", "atlas_view", "images"),
+        ("usage", "plot", "usage_view", "images"),
+        ("usage", "summary", "usage_text", "source"),
+        ("codes", "code_map", "code_view", "images"),
+        ("codes", "distance_map", "distance_view", "images"),
+        ("attention", "maps", "attention_view", "images"),
+    ]
+    return {"nodes": nodes, "links": links}
+
+
 SPECS = {
     "restore_faces_in_a_photo": restore_photo,
     "txt2img_then_restore_faces": diffusion_chain,
     "restore_video_frames": video_frames,
+    "inspect_the_dictionary": inspect_dictionary,
 }
 
 

@@ -1,8 +1,8 @@
 """The shipped workflows in a real browser: Debian's chromium driven by playwright opens the
 frontend served by the live test server, loads each workflow with `app.loadGraphData`, finds every
 node type registered, converts it with the frontend's own `app.graphToPrompt()` (and checks the
-tests' converter against it), queues it as the Run button does and waits for the output image on
-the Save Image node. A screenshot of each lands in artifacts/ (gitignored; CI keeps it).
+tests' converter against it), queues it as the Run button does and waits until every Save/Preview Image
+node shows its image. A screenshot of each lands in artifacts/ (gitignored; CI keeps it).
 
 The model is the small random RestoreFormer of live_fixtures.py (no pretrained weights offline).
 Set RF_NO_BROWSER=1 to skip these tests on a machine without chromium; otherwise a missing
@@ -69,9 +69,10 @@ def test_workflow_in_the_browser(name, page, live_comfyui, live_model, input_pho
     if name in NOT_RUNNABLE:
         browser.screenshot(page, shot)
         return
-    (save_id,) = nodes_of_type(workflow, "SaveImage")
-    entry = browser.queue_and_wait(page, live_comfyui, int(save_id), timeout=300)
+    shown = nodes_of_type(workflow, "SaveImage") + nodes_of_type(workflow, "PreviewImage")
+    entry = browser.queue_and_wait(page, live_comfyui, [int(i) for i in shown], timeout=300)
     assert entry["status"]["status_str"] == "success", entry["status"]
-    assert live_comfyui.output_images(entry, save_id), "no image was saved"
+    for node_id in shown:
+        assert live_comfyui.output_images(entry, node_id), f"node {node_id} shows no image"
     browser.screenshot(page, shot)
     assert shot.stat().st_size > 10_000

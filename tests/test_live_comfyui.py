@@ -16,7 +16,7 @@ import live_fixtures
 import numpy as np
 import pytest
 from live_server import Events, history_error, history_messages
-from make_workflows import DETECT, LOAD_MODEL, RESTORE, SPECS
+from make_workflows import ATLAS, ATTENTION, CODE_MAP, DETECT, LOAD_MODEL, RESTORE, SPECS, USAGE
 from PIL import Image
 from workflow_format import nodes_of_type, shipped_workflows, ui_to_api
 
@@ -319,3 +319,22 @@ def test_interrupted_prompt_is_reported_and_the_server_goes_on(
     )
     ok = live_comfyui.run(_photo_prompt(workflows, object_info, live_model, input_photos["astronaut"]))
     assert_success(ok, live_comfyui)
+
+
+def test_inspection_workflow(live_comfyui, object_info, workflows, live_model, input_photos):
+    """Every view of the inspection graph is produced for a real photo; the usage summary speaks of
+    the dictionary the model has (128 entries in the test geometry)."""
+    prompt = api_prompt(workflows["inspect_the_dictionary"], object_info, live_model, input_photos["astronaut"])
+    entry = live_comfyui.run(prompt, timeout=300)
+    assert_success(entry, live_comfyui)
+    sizes = {}
+    for node_id in nodes_of_type(prompt, "PreviewImage"):
+        (path,) = live_comfyui.output_images(entry, node_id)
+        image = np.asarray(Image.open(path))
+        assert image.ndim == 3 and image.std() > 0, f"preview {node_id} is empty"
+        source = prompt[prompt[node_id]["inputs"]["images"][0]]["class_type"]
+        sizes.setdefault(source, []).append(image.shape[:2])
+    assert set(sizes) == {ATLAS, USAGE, CODE_MAP, ATTENTION}
+    (summary_id,) = nodes_of_type(prompt, "PreviewAny")
+    text = " ".join(entry["outputs"][summary_id]["text"]).lower()
+    assert "perplexity" in text and "128" in text, text
