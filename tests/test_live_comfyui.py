@@ -277,7 +277,7 @@ def test_interrupted_prompt_is_reported_and_the_server_goes_on(
     is served. Timing is measured against the node's own progress steps, so machine load cancels."""
     prompt = api_prompt(workflows["restore_video_frames"], object_info, live_model, input_photos["grace_hopper"])
     (frames_id,) = nodes_of_type(prompt, "RepeatImageBatch")
-    frames = 24  # more than one detection chunk once chunks are bounded by count (see the report)
+    frames = 24  # several progress steps, if detection chunks are bounded by frame count
     prompt[frames_id]["inputs"]["amount"] = frames
     events = Events(live_comfyui)
     try:
