@@ -10,8 +10,8 @@ NODE_ID_PREFIX = "RestoreFormer"
 
 _MODULES: list[str] = [
     "model_nodes",
+    "detect_nodes",
     "restore_nodes",
-    # "model_nodes", "face_nodes", "inspect_nodes" are added as they land.
 ]
 
 
