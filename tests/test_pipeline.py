@@ -12,8 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import random_restoreformer
-from pipeline_fixtures import landmarks_at, make_faces, mtcnn_faces
+from pipeline_fixtures import landmarks_at, make_faces
 
+from restoreformer_node.faces.detection import find_faces, load_detector
 from restoreformer_node.faces.pipeline import align_faces, restore_faces
 from restoreformer_node.faces.restore import (
     CPU_CHUNK,
@@ -59,13 +60,14 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _float(img: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(img).float().div(255)[None]
+    return torch.from_numpy(img.copy()).float().div(255)[None]
 
 
 @pytest.fixture(scope="module")
 def photos(astronaut, grace_hopper):
-    """Both photos with their MTCNN faces (facenet-pytorch's own weights, no download)."""
-    return [(img, mtcnn_faces([img])) for img in (astronaut, grace_hopper)]
+    """Both photos with the faces the pack's detection finds (MTCNN: facenet-pytorch's own weights)."""
+    detector = load_detector("mtcnn")
+    return [(img, find_faces(detector, _float(img))) for img in (astronaut, grace_hopper)]
 
 
 def test_identity_network_round_trip_is_above_40db_and_exact_outside_the_mask(photos):

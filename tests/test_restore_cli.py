@@ -28,6 +28,7 @@ def weights(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow  # a fresh interpreter, MTCNN on four photos: ~20 s on an idle 2-core machine
 def test_restore_folder_end_to_end(tmp_path, weights, astronaut, grace_hopper):
     src = tmp_path / "in"
     src.mkdir()
