@@ -122,7 +122,7 @@ def throughput(config, device, batch, h, w, per_frame, face_px, precisions):
     base = None
     for precision in precisions:
         chunk = pick_chunk_size(config, device, precision)
-        t = timed(lambda: restore_faces(images, model, faces, precision=precision, device=device), device)
+        t = timed(lambda p=precision: restore_faces(images, model, faces, precision=p, device=device), device)
         base = base or t
         print(f"{precision}: {t * 1000:8.1f} ms for {n} faces ({n / t:6.1f} faces/s, chunk {chunk}), "
               f"time / fp32 time {t / base:.2f}")
