@@ -252,3 +252,18 @@ def test_align_faces_gives_image_layout_crops():
     images, faces = _video_batch(frames=2, per_frame=2)
     crops = align_faces(images, faces, crop_size=96)
     assert crops.shape == (4, 96, 96, 3) and crops.dtype == torch.float32
+
+
+@pytest.mark.slow  # an 8K frame: about 1 GB of tensors and several seconds on 2 cores
+def test_8k_frame_with_faces_of_very_different_sizes():
+    H, W = 4320, 7680
+    images = torch.empty(1, H, W, 3)
+    images[...] = torch.linspace(0, 1, W).view(1, 1, W, 1)  # a ramp: resampling is exact on it
+    items = [(0, landmarks_at(1500, 2000, 1400, 5)), (0, landmarks_at(5000, 1200, 60, 0)), (0, landmarks_at(6500, 3000, 300, -20))]
+    faces = make_faces(items, 1, H, W)
+    net = Counting(Identity())
+    out, mask, crops, notes = restore_faces(images, net, faces, crop_size=512)
+    assert net.calls == [3] and crops.shape == (3, 512, 512, 3)
+    assert torch.equal(out[mask == 0], images[mask == 0])
+    assert (out - images).abs().max() < 1e-4  # bilinear there and back is exact on a linear ramp
+    assert out.dtype == torch.float32

@@ -96,3 +96,19 @@ def test_bad_inputs_are_named_before_any_work(tmp_path, weights, capsys):
                  "--model", str(weights), "--out", str(tmp_path / "o")])
     assert code == 2 and "would both be written" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_parser_choices_match_the_pipeline_and_need_no_torch():
+    from restoreformer_node import restore_cli
+    from restoreformer_node.faces import color, paste, restore
+
+    assert restore_cli.PRECISIONS == restore.PRECISIONS
+    assert restore_cli.COLOR_MATCH_MODES == color.COLOR_MATCH_MODES
+    assert (restore_cli.DEFAULT_FEATHER, restore_cli.DEFAULT_ERODE) == (paste.DEFAULT_FEATHER, paste.DEFAULT_ERODE)
+    code = (
+        "import sys, restoreformer_node.cli as c; c.build_parser(); "
+        "print('torch' in sys.modules)"
+    )
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "False"  # building the parser imported no torch
