@@ -7,6 +7,7 @@ the real `folder_paths`, `comfy.model_management` and `comfy.utils`.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -34,9 +35,7 @@ def import_comfy():
     # Must be set before comfy.model_management is imported: a CUDA build of torch on a
     # machine without a GPU fails at import otherwise.
     comfy.cli_args.args.cpu = True
-    # Order matters (and is kept from import sorting): ComfyUI imports utils.extra_config before
-    # `nodes`, whose import puts comfy/ first on sys.path and hides the `utils` package.
-    import utils.extra_config  # noqa: F401, I001
-    import nodes  # noqa: I001
-
-    return nodes
+    # ComfyUI imports utils.extra_config before `nodes`; the other order makes `utils` resolve to
+    # comfy/utils.py. importlib keeps the order (an import sorter would swap two import lines).
+    importlib.import_module("utils.extra_config")
+    return importlib.import_module("nodes")
