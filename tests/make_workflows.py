@@ -27,6 +27,7 @@ LOAD_DETECTOR = "RestoreFormerLoadFaceDetector"
 DETECT = "RestoreFormerDetectFaces"
 RESTORE = "RestoreFormerRestoreFaces"
 PASTE = "RestoreFormerPasteFaces"
+ALIGN = "RestoreFormerAlignFaces"
 ATLAS = "RestoreFormerDictionaryAtlas"
 USAGE = "RestoreFormerCodeUsage"
 CODE_MAP = "RestoreFormerCodeMap"
@@ -208,11 +209,45 @@ def inspect_dictionary() -> dict:
     return {"nodes": nodes, "links": links}
 
 
+def edit_aligned_faces() -> dict:
+    """Align the faces, edit the aligned crops with any image nodes, paste them back: the pipeline
+    split open (here the edit is a sharpen; img2img on the crops works the same way)."""
+    return {
+        "nodes": [
+            _note(
+                "note",
+                [X[0], -260],
+                "Edit faces in the aligned frame.\n\nAlign Faces cuts every face out as an upright "
+                "square crop; edit the crops with any nodes (sharpen, img2img, a face swap); Paste Faces "
+                "puts them back through a soft mask. Pixels the mask does not reach stay untouched.",
+            ),
+            {"key": "image", "type": "LoadImage", "pos": [X[0], 0], "widgets": {"image": DEFAULT_IMAGE}},
+            {"key": "detect", "type": DETECT, "pos": [X[1], 0]},
+            {"key": "align", "type": ALIGN, "pos": [X[2], -260]},
+            {"key": "edit", "type": "ImageSharpen", "pos": [X[2], -60], "title": "Edit the crops",
+             "widgets": {"sharpen_radius": 2, "sigma": 1.5, "alpha": 2.0}},
+            {"key": "paste", "type": PASTE, "pos": [X[3], 0]},
+            {"key": "save", "type": "SaveImage", "pos": [X[4], 0], "widgets": {"filename_prefix": "restoreformer/edited"}},
+        ],
+        "links": [
+            ("image", "IMAGE", "detect", "images"),
+            ("image", "IMAGE", "align", "image"),
+            ("detect", "faces", "align", "faces"),
+            ("align", "crops", "edit", "image"),
+            ("image", "IMAGE", "paste", "image"),
+            ("edit", "IMAGE", "paste", "crops"),
+            ("detect", "faces", "paste", "faces"),
+            ("paste", "image", "save", "images"),
+        ],
+    }
+
+
 SPECS = {
     "restore_faces_in_a_photo": restore_photo,
     "txt2img_then_restore_faces": diffusion_chain,
     "restore_video_frames": video_frames,
     "inspect_the_dictionary": inspect_dictionary,
+    "edit_faces_between_align_and_paste": edit_aligned_faces,
 }
 
 

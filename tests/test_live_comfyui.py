@@ -16,7 +16,7 @@ import live_fixtures
 import numpy as np
 import pytest
 from live_server import Events, history_error, history_messages
-from make_workflows import ATLAS, ATTENTION, CODE_MAP, DETECT, LOAD_MODEL, RESTORE, SPECS, USAGE
+from make_workflows import ATLAS, ATTENTION, CODE_MAP, DETECT, LOAD_MODEL, PASTE, RESTORE, SPECS, USAGE
 from PIL import Image
 from workflow_format import nodes_of_type, shipped_workflows, ui_to_api
 
@@ -338,3 +338,23 @@ def test_inspection_workflow(live_comfyui, object_info, workflows, live_model, i
     (summary_id,) = nodes_of_type(prompt, "PreviewAny")
     text = " ".join(entry["outputs"][summary_id]["text"]).lower()
     assert "perplexity" in text and "128" in text, text
+
+
+def test_edit_between_align_and_paste_workflow(live_comfyui, object_info, workflows, input_photos, grace_hopper):
+    """Align -> edit the crops with core nodes -> Paste: the face changes, and pixels the paste
+    mask does not reach (mask > 0, thresholded before 8-bit rounding) are bit-identical."""
+    prompt = api_prompt(workflows["edit_faces_between_align_and_paste"], object_info, "", input_photos["grace_hopper"])
+    (paste_id,) = nodes_of_type(prompt, PASTE)
+    prompt["reach"] = {"class_type": "ThresholdMask", "inputs": {"mask": [paste_id, 1], "value": 0.0}}
+    prompt["reach_image"] = {"class_type": "MaskToImage", "inputs": {"mask": ["reach", 0]}}
+    prompt["reach_save"] = {"class_type": "SaveImage", "inputs": {"images": ["reach_image", 0], "filename_prefix": "reach"}}
+    entry = live_comfyui.run(prompt, timeout=240)
+    assert_success(entry, live_comfyui)
+    (reach_path,) = live_comfyui.output_images(entry, "reach_save")
+    reach = np.asarray(Image.open(reach_path))[..., 0]
+    (save_id,) = [k for k in nodes_of_type(prompt, "SaveImage") if k != "reach_save"]
+    (edited_path,) = live_comfyui.output_images(entry, save_id)
+    edited = np.asarray(Image.open(edited_path))[..., :3]
+    check_restored(grace_hopper, edited)
+    assert 0 < (reach == 255).mean() < 0.5
+    assert np.array_equal(edited[reach == 0], grace_hopper[reach == 0])
