@@ -25,6 +25,7 @@ import os
 import random
 import re
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,6 +194,7 @@ class Trainer:
         self._always_frozen: set[int] = set()
         self.step = 0
         self.writer = None
+        self.history: list[tuple[int, dict[str, float]]] = []  # (step, logs) at every log event
         # Modules are built under the same seed on every rank (frozen loss networks that DDP does
         # not broadcast must agree); afterwards each rank gets its own stream.
         seed_everything(run.seed)
@@ -335,8 +337,12 @@ class Trainer:
                     if not phase.active(self.step):
                         continue
                     self._run_phase(phase, batches, states, window)
-                for sched in self.schedulers.values():
-                    sched.step()
+                with warnings.catch_warnings():
+                    # A phase that has not started yet (delayed discriminator) still follows the
+                    # global step's schedule; torch warns about stepping before optimiser.step().
+                    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+                    for sched in self.schedulers.values():
+                        sched.step()
                 self.step += 1
                 if self.step % self.run.log_every == 0 or self.step == end:
                     last_logs = self._log(window, t0, s0, bar)
@@ -403,6 +409,7 @@ class Trainer:
         for name, opt in self.optimizers.items():
             logs[f"lr/{name}"] = opt.param_groups[0]["lr"]
         logs["images_per_s"] = rate
+        self.history.append((self.step, logs))
         if self.dist.is_main:
             writer = self._log_writer()
             if writer is not None:
