@@ -34,7 +34,9 @@ def import_comfy():
     # Must be set before comfy.model_management is imported: a CUDA build of torch on a
     # machine without a GPU fails at import otherwise.
     comfy.cli_args.args.cpu = True
-    import utils.extra_config  # noqa: F401  (ComfyUI imports it before `nodes`)
-    import nodes
+    # Order matters (and is kept from import sorting): ComfyUI imports utils.extra_config before
+    # `nodes`, whose import puts comfy/ first on sys.path and hides the `utils` package.
+    import utils.extra_config  # noqa: F401, I001
+    import nodes  # noqa: I001
 
     return nodes

@@ -75,7 +75,7 @@ class RestoreFormerConfig:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "RestoreFormerConfig":
+    def from_json(cls, text: str) -> RestoreFormerConfig:
         raw = json.loads(text)
         known = {f for f in cls.__dataclass_fields__}
         unknown = set(raw) - known
@@ -86,7 +86,7 @@ class RestoreFormerConfig:
                 raw[key] = tuple(raw[key])
         return cls(**raw)
 
-    def with_(self, **changes) -> "RestoreFormerConfig":
+    def with_(self, **changes) -> RestoreFormerConfig:
         return replace(self, **changes)
 
 
