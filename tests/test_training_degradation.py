@@ -99,7 +99,7 @@ def test_bad_ranges_are_named():
 def test_extended_degradation_changes_gt_and_is_deterministic(astronaut):
     cfg = DegradationConfig(shift_prob=1.0, gray_prob=1.0, mix_prob=1.0, haze_prob=1.0)
     deg = Degradation(cfg)
-    gt = torch.from_numpy(np.asarray(Image.fromarray(astronaut).resize((128, 128)))).permute(2, 0, 1).float() / 255
+    gt = torch.from_numpy(np.array(Image.fromarray(astronaut).resize((128, 128)))).permute(2, 0, 1).float() / 255
     outs = [deg(gt, torch.Generator().manual_seed(5)) for _ in range(2)]
     assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
     new_gt, lq = outs[0]

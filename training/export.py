@@ -8,8 +8,6 @@ dictionaries (fusion "self") included.
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 
 import torch
@@ -19,36 +17,10 @@ from restoreformer_node.model import RestoreFormerConfig
 
 def save_weights(state_dict: dict[str, torch.Tensor], path: str | Path, config: RestoreFormerConfig,
                  source: str | None = None) -> Path:
-    """Write `state_dict` with the model core's metadata (uses restoreformer_node.weights when present)."""
-    try:
-        from restoreformer_node.weights import save_restoreformer
-    except ImportError:  # the weights module has not landed on this branch yet
-        save_restoreformer = None
-    if save_restoreformer is not None:
-        return save_restoreformer(state_dict, path, config, source=source)
-    from safetensors.torch import save_file
+    """Write `state_dict` as .safetensors with the model core's metadata (atomic, checked)."""
+    from restoreformer_node.weights import save_restoreformer
 
-    path = Path(path)
-    if path.suffix.lower() != ".safetensors":
-        raise ValueError(f"{path}: weights are written as .safetensors; name the file *.safetensors")
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-    metadata = {
-        "format": "restoreformer",
-        "format_version": "1",
-        "variant": config.variant,
-        "config": config.to_json(),
-        "restoreformer_config": config.to_json(),
-        "source": Path(source).name if source else "",
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        save_file(tensors, os.fspath(temp), metadata=metadata)
-        os.replace(temp, path)
-    finally:
-        if temp.exists():
-            temp.unlink()
-    return path
+    return save_restoreformer(state_dict, path, config, source=source)
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, module: str | None = None) -> Path:
