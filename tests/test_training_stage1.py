@@ -253,3 +253,37 @@ def test_cli_keeps_n_atomic_checkpoints_and_writes_tensorboard(faces, tmp_path, 
     assert main(["stage1", "--config", str(path), "--set", "run.stepz=3"]) == 2
     err = capsys.readouterr().err
     assert "stepz" in err and "section run" in err
+
+
+@pytest.mark.slow
+def test_sigkill_after_checkpoint_then_resume_equals_uninterrupted(faces, tmp_path):
+    """A real kill: the CLI process is SIGKILLed as soon as its step-3 checkpoint appears; --resume
+    in a new process-equivalent Trainer finishes the run with the uninterrupted run's weights."""
+    import signal
+    import time
+
+    import yaml
+
+    cfg = tiny(faces, tmp_path / "killed", run=dict(steps=40, checkpoint_every=3, keep_checkpoints=1))
+    path = tmp_path / "killed.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "training", "stage1", "--config", str(path)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    folder = tmp_path / "killed" / "checkpoints"
+    try:
+        deadline = time.monotonic() + 300
+        while not list_checkpoints(folder) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    found = [s for s, _ in list_checkpoints(folder)]
+    assert found and found[-1] < 40, found  # killed mid-run, after at least one checkpoint
+    cut = dict(cfg, run=dict(cfg["run"], steps=found[-1] + 3))
+    resumed = build(load_config(Stage1Config, data=cut))
+    resumed.fit(resume=True)
+    full = build(load_config(Stage1Config, data=dict(cut, run=dict(cut["run"], out_dir=str(tmp_path / "full")))))
+    full.fit()
+    for name in full.modules:
+        states_equal(full.modules[name].state_dict(), resumed.modules[name].state_dict(), 1e-6)
