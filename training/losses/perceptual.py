@@ -95,10 +95,10 @@ class VGGPerceptual(nn.Module):
             raise ValueError("perceptual.layer_weights must have one weight per layer")
         if criterion not in ("mse", "l1"):
             raise ValueError(f"perceptual.criterion must be mse or l1, got {criterion!r}")
-        full = (vgg19 if arch == "vgg19" else vgg16)(weights=None).features
-        _load_features(full, state, f"perceptual ({arch})")
         last = max(table[name] for name in layers)
-        self.features = full[: last + 1].eval().requires_grad_(False)
+        self.features = (vgg19 if arch == "vgg19" else vgg16)(weights=None).features[: last + 1]
+        _load_features(self.features, state, f"perceptual ({arch})")  # only the layers kept
+        self.features.eval().requires_grad_(False)
         self.taps = {table[name]: i for i, name in enumerate(layers)}
         self.weights = list(layer_weights) or [1.0] * len(layers)
         self.criterion = F.mse_loss if criterion == "mse" else F.l1_loss
@@ -134,9 +134,9 @@ class LPIPS(nn.Module):
 
     def __init__(self, backbone_state: dict | None, heads_state: dict | None) -> None:
         super().__init__()
-        full = vgg16(weights=None).features
-        _load_features(full, backbone_state, "LPIPS backbone (vgg16)")
-        self.features = full[: VGG16_LAYERS["relu5_3"] + 1].eval().requires_grad_(False)
+        self.features = vgg16(weights=None).features[: VGG16_LAYERS["relu5_3"] + 1]
+        _load_features(self.features, backbone_state, "LPIPS backbone (vgg16)")
+        self.features.eval().requires_grad_(False)
         self.taps = {VGG16_LAYERS[name]: i for i, name in enumerate(LPIPS_TAPS)}
         self.heads = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in self.CHANNELS)
         if heads_state is not None:
