@@ -179,6 +179,11 @@ class Trainer:
         kind = "cuda" if run.device == "cuda" or (run.device == "auto" and torch.cuda.is_available()) else "cpu"
         self.dist = D.init_distributed(kind)
         self.device = resolve_device(run.device, self.dist.local_rank)
+        if self.device.type == "cuda":
+            # Throughput over bitwise reproducibility on GPUs (CPU runs stay exact).
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
         if run.batch_size % (run.grad_accum * self.dist.world_size):
             raise ValueError(
                 f"run.batch_size={run.batch_size} must be divisible by grad_accum*world_size="
@@ -282,6 +287,12 @@ class Trainer:
         for name, sched in self.schedulers.items():
             sched.load_state_dict(state["schedulers"][name])
         self.step = int(state["step"])
+        saved_run = (state.get("config") or {}).get("run", {})
+        for key in ("batch_size", "grad_accum", "seed"):
+            if key in saved_run and saved_run[key] != getattr(self.run, key) and self.dist.is_main:
+                warnings.warn(
+                    f"resuming {str(path)!r} with run.{key}={getattr(self.run, key)} (checkpoint: {saved_run[key]}); "
+                    "the run continues but no longer matches an uninterrupted one", stacklevel=2)
         if state["world_size"] == self.dist.world_size:
             set_rng_state(state["rng"][self.dist.rank], self.device)
         else:
