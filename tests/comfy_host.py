@@ -34,7 +34,7 @@ def import_comfy():
     # Must be set before comfy.model_management is imported: a CUDA build of torch on a
     # machine without a GPU fails at import otherwise.
     comfy.cli_args.args.cpu = True
-    import utils.extra_config  # noqa: F401  (ComfyUI imports it before `nodes`)
     import nodes
+    import utils.extra_config  # noqa: F401  (ComfyUI imports it before `nodes`)
 
     return nodes

@@ -23,6 +23,7 @@ from training.metrics import feature_statistics, frechet_distance, psnr, ssim
 
 
 def test_identical_images_give_infinite_psnr_and_unit_ssim(astronaut):
+    astronaut = astronaut[:200, 150:350]
     assert psnr(astronaut, astronaut) == math.inf
     assert ssim(astronaut, astronaut) == pytest.approx(1.0, abs=1e-12)
 
@@ -46,6 +47,7 @@ def test_hand_computed_psnr_with_one_channel_changed():
 
 
 def test_ssim_matches_scikit_image(astronaut):
+    astronaut = astronaut[:256, 128:384].copy()
     from skimage.metrics import structural_similarity
 
     rng = np.random.default_rng(0)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import math
 import zlib
@@ -335,11 +336,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=4)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training evaluate", description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    opts = EvalOptions(**vars(args))
+def main(args: argparse.Namespace | list[str] | None = None) -> int:
+    """Entry point: a parsed namespace (from `python -m training evaluate`) or an argument list."""
+    if not isinstance(args, argparse.Namespace):
+        parser = argparse.ArgumentParser(prog="python -m training evaluate", description=__doc__.split("\n")[0])
+        add_arguments(parser)
+        args = parser.parse_args(args)
+    fields = {f.name for f in dataclasses.fields(EvalOptions)}
+    opts = EvalOptions(**{k: v for k, v in vars(args).items() if k in fields})
     result = evaluate(opts)
     print(summary_table(result.summary))
     for note in result.notes:

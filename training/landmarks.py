@@ -190,3 +190,19 @@ class LandmarkTable:
         if value is None:
             return self._fallback.clone()
         return torch.tensor(value, dtype=torch.float32) * self.size
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--root", required=True, help="dataset folder of face images")
+    parser.add_argument("--out", default="", help="JSON file to write (default: <root>_landmarks5.json)")
+    parser.add_argument("--device", default="cpu")
+
+
+def main(args) -> int:
+    path = compute_landmarks(args.root, args.out or None, device=args.device, progress=True)
+    table = read_landmarks_file(path)
+    undetected = [k for k, v in table.items() if v is None]
+    print(f"wrote {path}: {len(table)} images, {len(undetected)} without a face (template used)")
+    for name in undetected[:10]:
+        print("  no face:", name)
+    return 0

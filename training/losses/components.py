@@ -134,17 +134,25 @@ def gram(features: torch.Tensor) -> torch.Tensor:
     return f @ f.transpose(1, 2) / (c * h * w)
 
 
-def style_loss(fake_feats: list[torch.Tensor], real_feats: list[torch.Tensor], distance: str = "l2") -> torch.Tensor:
-    """Sum over feature levels of the distance between Gram matrices (real side detached).
+def style_loss(
+    fake_feats: list[torch.Tensor],
+    real_feats: list[torch.Tensor],
+    distance: str = "l2",
+    level_weights: tuple[float, ...] = (0.5, 1.0),
+) -> torch.Tensor:
+    """Weighted sum over feature levels of the distance between Gram matrices (real side detached).
 
     "l2": mean squared difference (the paper's squared L2); "l1": mean absolute (released code).
+    The paper does not weight the levels; (0.5, 1.0) is the released code's choice.
     """
     if distance not in ("l2", "l1"):
         raise ValueError(f"style distance must be 'l2' or 'l1', got {distance!r}")
+    if len(level_weights) != len(fake_feats):
+        raise ValueError(f"{len(fake_feats)} feature levels but {len(level_weights)} level weights")
     total = fake_feats[0].new_zeros((), dtype=torch.float32)
-    for fake, real in zip(fake_feats, real_feats):
+    for w, fake, real in zip(level_weights, fake_feats, real_feats):
         diff = gram(fake) - gram(real.detach())
-        total = total + (diff.square().mean() if distance == "l2" else diff.abs().mean())
+        total = total + w * (diff.square().mean() if distance == "l2" else diff.abs().mean())
     return total
 
 
