@@ -9,7 +9,9 @@ from __future__ import annotations
 NODE_ID_PREFIX = "RestoreFormer"
 
 _MODULES: list[str] = [
-    # "model_nodes", "face_nodes", "inspect_nodes" are added as they land.
+    "model_nodes",
+    "detect_nodes",
+    "restore_nodes",
 ]
 
 

@@ -1,0 +1,75 @@
+"""Helpers the pack's nodes share: IMAGE/MASK checks, devices, progress with interruption, notices."""
+
+from __future__ import annotations
+
+import logging
+
+import comfy.model_management
+import comfy.utils
+import torch
+
+log = logging.getLogger("restoreformer")
+
+NOTICE_EVENT = "restoreformer.notice"  # shown as a toast by web/js/restoreformer_notices.js
+
+
+def check_image(image: torch.Tensor, name: str = "image") -> torch.Tensor:
+    """A ComfyUI IMAGE [B, H, W, C] float tensor, C in 1..4, else a clear error naming the input."""
+    if not isinstance(image, torch.Tensor) or image.ndim != 4:
+        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise ValueError(f"{name}: expected an IMAGE batch [B, H, W, C], got {shape}")
+    if image.shape[-1] not in (1, 2, 3, 4):
+        raise ValueError(f"{name}: expected 1 to 4 channels (gray, gray+alpha, RGB, RGBA), got {image.shape[-1]}")
+    if image.shape[0] == 0 or image.shape[1] == 0 or image.shape[2] == 0:
+        raise ValueError(f"{name}: the IMAGE batch is empty ({tuple(image.shape)})")
+    if not image.is_floating_point():
+        image = image.float() / 255.0
+    return image
+
+
+def compute_device() -> torch.device:
+    """The device ComfyUI runs models on (its --cpu / --gpu-only / device choice)."""
+    return comfy.model_management.get_torch_device()
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes free on `device` as ComfyUI counts them (its own caches included)."""
+    return int(comfy.model_management.get_free_memory(device))
+
+
+def to_image(t: torch.Tensor) -> torch.Tensor:
+    """Any [B, H, W, C] result -> an IMAGE on the CPU, float32 (what downstream nodes expect)."""
+    return t.detach().to("cpu", torch.float32).contiguous()
+
+
+def placeholder_image(size: int = 64) -> torch.Tensor:
+    """A single black IMAGE for outputs that have nothing to show (a batch of 0 breaks previews)."""
+    return torch.zeros(1, size, size, 3, dtype=torch.float32)
+
+
+class Progress:
+    """A (done, total) callback that drives ComfyUI's progress bar and honours interruption.
+
+    `throw_exception_if_processing_interrupted` raises when the user pressed Cancel, which stops
+    the pipeline between chunks.
+    """
+
+    def __init__(self, total: int) -> None:
+        self.bar = comfy.utils.ProgressBar(max(total, 1))
+
+    def __call__(self, done: int, total: int) -> None:
+        self.bar.update_absolute(done, max(total, 1))
+        comfy.model_management.throw_exception_if_processing_interrupted()
+
+
+def notify(message: str, title: str = "RestoreFormer") -> None:
+    """Tell the user: the log, plus a toast in the browser when a server is running."""
+    log.warning("%s: %s", title, message)
+    try:
+        from server import PromptServer
+
+        server = getattr(PromptServer, "instance", None)
+        if server is not None:
+            server.send_sync(NOTICE_EVENT, {"title": title, "message": message, "severity": "warn"})
+    except Exception as exc:  # a missing or stopped server must never fail a run
+        log.debug("could not send notice to the browser: %s", exc)

@@ -1,0 +1,227 @@
+"""Nodes: choose a face detector, detect faces (IMAGE -> FACES + preview + count + summary)."""
+
+from __future__ import annotations
+
+import os
+
+from ..faces.detection import (
+    DEFAULT_MAX_SIDE,
+    DETECTOR_KINDS,
+    MIN_IMAGE_SIDE,
+    ORDERS,
+    SELECT_MODES,
+    DetectorWeightsMissing,
+    FaceDetector,
+    FaceSelection,
+    find_faces_detailed,
+    load_detector,
+    missing_weights_message,
+    needs_weights,
+    parse_indices,
+    summarize,
+    weight_file_name,
+)
+from ..faces.preview import draw_detections
+from .types import DETECTOR, FACES
+
+CATEGORY = "RestoreFormer/faces"
+DETECTOR_FOLDER = "facedetection"  # the folder name other face packs use for facexlib's files
+
+
+def register_detector_folder() -> None:
+    """Make ComfyUI know models/facedetection (kept as is when another pack or
+    extra_model_paths.yaml already registered it)."""
+    import folder_paths
+
+    if DETECTOR_FOLDER not in folder_paths.folder_names_and_paths:
+        folder_paths.folder_names_and_paths[DETECTOR_FOLDER] = (
+            [os.path.join(folder_paths.models_dir, DETECTOR_FOLDER)],
+            folder_paths.supported_pt_extensions,
+        )
+
+
+try:  # at load time inside ComfyUI; without ComfyUI the module still imports (for docs, tooling)
+    register_detector_folder()
+except ImportError:
+    pass
+
+
+def detector_weights(kind: str) -> str | None:
+    """Full path of a RetinaFace kind's file in the facedetection folders (None for MTCNN).
+    Raises DetectorWeightsMissing naming the file, the folders and the download page."""
+    if not needs_weights(kind):
+        return None
+    import folder_paths
+
+    register_detector_folder()
+    name = weight_file_name(kind)
+    path = folder_paths.get_full_path(DETECTOR_FOLDER, name)
+    if path is None:
+        raise DetectorWeightsMissing(
+            missing_weights_message(kind, folder_paths.get_folder_paths(DETECTOR_FOLDER))
+        )
+    return path
+
+
+class LoadFaceDetector:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "detector": (
+                    list(DETECTOR_KINDS),
+                    {
+                        "default": "mtcnn",
+                        "tooltip": "mtcnn: works out of the box (weights ship with facenet-pytorch). "
+                        "retinaface_resnet50: the detector of the official RestoreFormer inference, "
+                        "needs detection_Resnet50_Final.pth in models/facedetection. "
+                        "retinaface_mobilenet0.25: small and fast, needs "
+                        "detection_mobilenet0.25_Final.pth in models/facedetection.",
+                    },
+                ),
+            }
+        }
+
+    RETURN_TYPES = (DETECTOR,)
+    RETURN_NAMES = ("detector",)
+    OUTPUT_TOOLTIPS = ("A face detector for Detect Faces (and Restore Faces).",)
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Chooses the face detector. RetinaFace weights are read from models/facedetection."
+
+    def load(self, detector: str):
+        import comfy.model_management
+
+        device = comfy.model_management.get_torch_device()
+        return (load_detector(detector, detector_weights(detector), device),)
+
+
+class DetectFaces:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "images": (
+                    "IMAGE",
+                    {
+                        "tooltip": "Images to find faces in (a batch is searched image by image; RGBA and gray work)."
+                    },
+                ),
+                "select": (
+                    list(SELECT_MODES),
+                    {
+                        "default": "all",
+                        "tooltip": "all: every face; largest: the largest face of each image; "
+                        "by index: the faces listed in face_index (positions in the chosen order, per image).",
+                    },
+                ),
+                "face_index": (
+                    "STRING",
+                    {
+                        "default": "0",
+                        "tooltip": "Used by select = by index: positions from 0, comma separated; ranges as 1-3; "
+                        "-1 is the last face. The preview labels every face with its position.",
+                    },
+                ),
+                "order": (
+                    list(ORDERS),
+                    {
+                        "default": "left to right",
+                        "tooltip": "Order of the faces of each image (and of the indices).",
+                    },
+                ),
+                "min_size": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": 16384,
+                        "step": 1,
+                        "tooltip": "Ignore faces whose box is smaller than this many pixels (the larger "
+                        "of its width and height, in the input image).",
+                    },
+                ),
+                "min_score": (
+                    "FLOAT",
+                    {
+                        "default": 0.95,
+                        "min": 0.0,
+                        "max": 1.0,
+                        "step": 0.01,
+                        "tooltip": "Ignore detections less confident than this. Lower it for very degraded "
+                        "faces, raise it if non-faces are picked up (the official inference uses 0.97).",
+                    },
+                ),
+                "max_side": (
+                    "INT",
+                    {
+                        "default": DEFAULT_MAX_SIDE,
+                        "min": 128,
+                        "max": 16384,
+                        "step": 32,
+                        "tooltip": "Larger images are searched on a copy shrunk to this longest side (faster, "
+                        "less memory); boxes and landmarks are mapped back to full resolution. Raise it to "
+                        "find small faces in large images.",
+                    },
+                ),
+            },
+            "optional": {
+                "detector": (
+                    DETECTOR,
+                    {"tooltip": "From Load Face Detector. Unconnected: MTCNN."},
+                ),
+            },
+        }
+
+    RETURN_TYPES = (FACES, "IMAGE", "INT", "STRING")
+    RETURN_NAMES = ("faces", "preview", "count", "summary")
+    OUTPUT_TOOLTIPS = (
+        "The selected faces: image index, box, 5 landmarks, score and the transform to the 512x512 template.",
+        "The images with every face found: chosen faces in colour with their landmarks, others in grey, "
+        "each labelled with its position and score.",
+        "How many faces were selected.",
+        "What was found, per face, and why nothing was (when so).",
+    )
+    FUNCTION = "detect"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Finds faces, their 5 landmarks and their alignment to the 512x512 RestoreFormer template."
+
+    def detect(
+        self,
+        images,
+        select: str,
+        face_index: str,
+        order: str,
+        min_size: int,
+        min_score: float,
+        max_side: int,
+        detector: FaceDetector | None = None,
+    ):
+        import comfy.model_management
+        import comfy.utils
+
+        if detector is None:
+            detector = load_detector("mtcnn", device=comfy.model_management.get_torch_device())
+        if not isinstance(detector, FaceDetector):
+            raise TypeError(
+                f"detector input: expected a face detector from Load Face Detector, got {type(detector).__name__}"
+            )
+        indices = parse_indices(face_index) if select == "by index" else ()
+        selection = FaceSelection(select, indices, float(min_size), float(min_score), order)
+        bar = comfy.utils.ProgressBar(max(1, images.shape[0]))
+
+        def progress(done: int, total: int) -> None:
+            bar.update_absolute(done, total)
+            comfy.model_management.throw_exception_if_processing_interrupted()
+
+        faces, per_image = find_faces_detailed(
+            detector, images, selection, max(max_side, MIN_IMAGE_SIDE), progress=progress
+        )
+        preview = draw_detections(images, [(s.ordered, s.chosen) for s in per_image]).cpu()
+        return (faces, preview, len(faces), summarize(faces))
+
+
+NODES = {
+    "RestoreFormerLoadFaceDetector": (LoadFaceDetector, "Load Face Detector (RestoreFormer)"),
+    "RestoreFormerDetectFaces": (DetectFaces, "Detect Faces (RestoreFormer)"),
+}

@@ -1,0 +1,121 @@
+"""Node: load a RestoreFormer / RestoreFormer++ from models/facerestore_models.
+
+The network is wrapped in ComfyUI's ModelPatcher, so `load_models_gpu` moves it to the GPU when a
+node uses it and ComfyUI offloads it when a diffusion model needs the memory.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import comfy.model_management
+import comfy.model_patcher
+import folder_paths
+import torch
+
+from ..model import RestoreFormerConfig
+from .types import MODEL
+
+MODEL_FOLDER = "facerestore_models"  # the folder other face-restoration packs use
+CATEGORY = "RestoreFormer"
+
+
+def register_model_folder() -> None:
+    """Make ComfyUI know models/facerestore_models (kept as is when another pack or
+    extra_model_paths.yaml registered it first)."""
+    if MODEL_FOLDER not in folder_paths.folder_names_and_paths:
+        folder_paths.folder_names_and_paths[MODEL_FOLDER] = (
+            [os.path.join(folder_paths.models_dir, MODEL_FOLDER)],
+            folder_paths.supported_pt_extensions,
+        )
+
+
+register_model_folder()
+
+
+@dataclass(frozen=True)
+class RFModel:
+    """The RF_MODEL value: a loaded network under ComfyUI's memory management."""
+
+    patcher: comfy.model_patcher.ModelPatcher
+    config: RestoreFormerConfig
+    name: str  # file name in facerestore_models, for messages
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.patcher.model
+
+    def load_to_device(self, memory_required: int = 0) -> torch.device:
+        """Ask ComfyUI to put the weights on the compute device (evicting others if needed)."""
+        comfy.model_management.load_models_gpu(
+            [self.patcher], memory_required=memory_required, force_full_load=True
+        )
+        return self.patcher.load_device
+
+
+# (path, size, mtime_ns) -> RFModel; a replaced file is reloaded, switching between files is free.
+_CACHE_SIZE = 2
+_cache: OrderedDict[tuple, RFModel] = OrderedDict()
+_lock = threading.Lock()
+
+
+def load_rf_model(path: str, name: str | None = None) -> RFModel:
+    """Load weights (cached per file version) and wrap them for ComfyUI's model management."""
+    from ..weights import load_restoreformer
+
+    stat = os.stat(path)
+    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+    with _lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+    offload = comfy.model_management.unet_offload_device()
+    network = load_restoreformer(path, device=offload).eval()
+    patcher = comfy.model_patcher.ModelPatcher(
+        network, load_device=comfy.model_management.get_torch_device(), offload_device=offload
+    )
+    value = RFModel(patcher, network.config, name or os.path.basename(path))
+    with _lock:
+        _cache[key] = value
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return value
+
+
+class LoadModel:
+    @classmethod
+    def INPUT_TYPES(cls):
+        register_model_folder()
+        return {
+            "required": {
+                "model_name": (
+                    folder_paths.get_filename_list(MODEL_FOLDER),
+                    {
+                        "tooltip": "A RestoreFormer or RestoreFormer++ weight file in models/facerestore_models "
+                        "(.safetensors from `python -m restoreformer_node convert`, or the official .ckpt / "
+                        "GFPGAN .pth; pickled files are read without running their code). The variant is "
+                        "detected from the file.",
+                    },
+                ),
+            }
+        }
+
+    RETURN_TYPES = (MODEL,)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The loaded network, for Restore Faces and the inspection nodes.",)
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+    DESCRIPTION = (
+        "Loads RestoreFormer / RestoreFormer++ weights from models/facerestore_models. ComfyUI moves "
+        "the network to the GPU when it is used and offloads it when other models need the memory."
+    )
+
+    def load(self, model_name: str):
+        path = folder_paths.get_full_path_or_raise(MODEL_FOLDER, model_name)
+        return (load_rf_model(path, model_name),)
+
+
+NODES = {"RestoreFormerModelLoader": (LoadModel, "Load RestoreFormer Model")}

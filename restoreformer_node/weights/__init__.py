@@ -1,0 +1,36 @@
+"""Weight files: read any published layout safely, detect the variant, load strictly, save.
+
+Public API (used by the loader node, the command line, inspection and training):
+`load_restoreformer`, `save_restoreformer`, `read_state_dict`, `detect_config`, `WeightLoadError`.
+"""
+
+from .detect import detect_config, expected_shapes, state_dict_problems
+from .errors import WeightLoadError
+from .model_io import FORMAT_VERSION, WeightsInfo, load_restoreformer, save_restoreformer
+from .read import (
+    LAYOUT_BARE,
+    LAYOUT_LIGHTNING,
+    LAYOUT_OURS,
+    LAYOUT_PARAMS,
+    LAYOUT_PARAMS_EMA,
+    LAYOUT_SAFETENSORS,
+    read_state_dict,
+)
+
+__all__ = [
+    "FORMAT_VERSION",
+    "LAYOUT_BARE",
+    "LAYOUT_LIGHTNING",
+    "LAYOUT_OURS",
+    "LAYOUT_PARAMS",
+    "LAYOUT_PARAMS_EMA",
+    "LAYOUT_SAFETENSORS",
+    "WeightLoadError",
+    "WeightsInfo",
+    "detect_config",
+    "expected_shapes",
+    "load_restoreformer",
+    "read_state_dict",
+    "save_restoreformer",
+    "state_dict_problems",
+]
