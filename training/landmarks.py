@@ -68,7 +68,7 @@ class _Detector:
             self.name = "restoreformer_node mtcnn"
 
             def run(image: np.ndarray) -> np.ndarray | None:
-                batch = torch.from_numpy(image).float().div(255)[None]
+                batch = torch.from_numpy(np.array(image)).float().div(255)[None]
                 faces = find_faces(detector, batch)
                 if not len(faces):
                     return None

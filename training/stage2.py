@@ -40,7 +40,7 @@ from .config import (
 )
 from .data import FaceDataset, SampleKey, sample_generator
 from .degradation import Degradation
-from .landmarks import LandmarkTable, default_landmarks_path, flip_landmarks
+from .landmarks import LandmarkTable, default_landmarks_path
 from .losses import PatchDiscriminator, adaptive_weight, build_perceptual, hinge_d_loss, vanilla_d_loss
 from .losses.components import (
     REGIONS,
@@ -49,6 +49,7 @@ from .losses.components import (
     component_d_loss,
     component_g_loss,
     crop_components,
+    flip_landmarks,
     style_loss,
 )
 from .losses.identity import IdentityLoss, load_arcface
