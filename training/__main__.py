@@ -12,6 +12,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stage1": ("training.stage1", "train the HQ dictionary (VQGAN, Sec. 3.2)"),
     "samples": ("training.samples", "write a grid of (ground truth, degraded) samples"),
     "export": ("training.export", "export a checkpoint's network to .safetensors for the nodes"),
+    "stage2": ("training.stage2", "train RestoreFormer / RF++ or a Table-4 ablation (Sec. 3.1, Eq. 13)"),
+    "landmarks": ("training.landmarks", "detect five landmarks per dataset image (for the component losses)"),
+    "evaluate": ("training.evaluate", "restore a test set and report PSNR, SSIM, FID, LPIPS and IDD"),
 }
 
 
