@@ -84,9 +84,8 @@ def _faces(folder: Path, photos: list[np.ndarray], size: int) -> list[str]:
 
 @pytest.fixture
 def tiny_model_file(tmp_path):
-    from restoreformer_node.weights import save_restoreformer
-
     from restoreformer_node.model import RESTOREFORMER, RestoreFormer, tiny_config
+    from restoreformer_node.weights import save_restoreformer
 
     torch.manual_seed(0)
     model = RestoreFormer(tiny_config(RESTOREFORMER))
