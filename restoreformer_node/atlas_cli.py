@@ -35,8 +35,8 @@ def run_atlas(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image
 
-    from ..weights import load_restoreformer
-    from .atlas import build_atlas, parse_entries
+    from .inspection.atlas import build_atlas, parse_entries
+    from .weights import load_restoreformer
 
     if args.out.suffix.lower() != ".png":
         print(f"error: --out must end in .png (got {args.out})", file=sys.stderr)
