@@ -360,7 +360,6 @@ def test_tiny_run_lowers_the_loss_and_exports_weights_the_nodes_restore_with(
     assert torch.equal(result.images[0][outside], image[0][outside])  # ... and nothing else
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("fusion", ["none", "sa_d", "sa_p", "sft", "mhca_d", "mhca_p"])
 def test_each_ablation_variant_trains(faces, stage1_file, tmp_path, fusion):
     """Two steps of each Table-4 variant from the same stage-1 network; every trainable tensor of
