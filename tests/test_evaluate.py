@@ -110,6 +110,7 @@ def test_identical_folders_report_inf_psnr_and_unit_ssim(tmp_path, astronaut, gr
     assert "LPIPS left out" in summary and "IDD left out" in summary
 
 
+@pytest.mark.slow
 def test_degrade_restore_and_report_every_metric(tmp_path, astronaut, grace_hopper, tiny_model_file):
     """--model --degrade: fixed-seed degradation, restoration, per-image CSV and the Table-1 summary."""
     from training.evaluate import main

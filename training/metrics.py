@@ -25,7 +25,7 @@ def _as_uint8_chw(image: np.ndarray | torch.Tensor) -> torch.Tensor:
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected an HxWx3 uint8 image, got {image.dtype} {image.shape}")
-        return torch.from_numpy(image).permute(2, 0, 1).double()
+        return torch.tensor(image).permute(2, 0, 1).double()
     if image.ndim != 3 or image.shape[0] != 3:
         raise ValueError(f"expected a [3, H, W] tensor in [0, 1], got {tuple(image.shape)}")
     return (image.double().clamp(0, 1) * 255).round()
