@@ -18,6 +18,8 @@ from pathlib import Path
 SUBCOMMANDS: list[tuple[str, str]] = [
     ("convert", "restoreformer_node.cli:add_convert_parser"),
     ("info", "restoreformer_node.cli:add_info_parser"),
+    ("restore", "restoreformer_node.restore_cli:add_restore_parser"),
+    ("atlas", "restoreformer_node.atlas_cli:add_atlas_parser"),
 ]
 
 

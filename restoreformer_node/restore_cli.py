@@ -17,14 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+# Copies of the pipeline's choices and defaults, so building the parser imports no torch (`--help`
+# and the other subcommands stay fast); tests/test_restore_cli.py checks they match.
+PRECISIONS = ("fp32", "bf16", "fp16")
+COLOR_MATCH_MODES = ("none", "mean", "mean_std")
+DEFAULT_FEATHER = 40.0
+DEFAULT_ERODE = 8.0
 BATCH_PIXELS = 48_000_000  # images of one batch in memory at once (about 8 frames of 2560x2304)
 
 
 def add_restore_parser(subparsers: argparse._SubParsersAction) -> None:
-    from .faces.color import COLOR_MATCH_MODES
-    from .faces.paste import DEFAULT_ERODE, DEFAULT_FEATHER
-    from .faces.restore import PRECISIONS
-
     p = subparsers.add_parser(
         "restore",
         help="restore the faces in image files or folders",

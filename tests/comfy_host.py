@@ -7,6 +7,7 @@ the real `folder_paths`, `comfy.model_management` and `comfy.utils`.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -34,7 +35,7 @@ def import_comfy():
     # Must be set before comfy.model_management is imported: a CUDA build of torch on a
     # machine without a GPU fails at import otherwise.
     comfy.cli_args.args.cpu = True
-    import utils.extra_config  # noqa: F401  (ComfyUI imports it before `nodes`)
-    import nodes
-
-    return nodes
+    # ComfyUI imports utils.extra_config before `nodes`; the other order makes `utils` resolve to
+    # comfy/utils.py. importlib keeps the order (an import sorter would swap two import lines).
+    importlib.import_module("utils.extra_config")
+    return importlib.import_module("nodes")

@@ -34,23 +34,3 @@ def make_faces(items, batch_size: int, height: int, width: int, detector: str = 
     faces = tuple(face_from_landmarks(i, lm) for i, lm in items)
     return Faces(faces, batch_size, height, width, detector=detector)
 
-
-def mtcnn_faces(images_uint8, detector_name: str = "mtcnn") -> Faces:
-    """Faces from facenet-pytorch's MTCNN (weights ship in its wheel) on a list of HxWx3 uint8
-    arrays of one size, for tests of the pipeline on real photos."""
-    import numpy as np
-    from facenet_pytorch import MTCNN
-
-    mtcnn = MTCNN(keep_all=True, device="cpu")
-    batch = np.stack(images_uint8)
-    boxes, probs, points = mtcnn.detect(batch, landmarks=True)
-    items = []
-    for i, (b, p, lm) in enumerate(zip(boxes, probs, points)):
-        if b is None:
-            continue
-        for box, prob, pts in zip(b, p, lm):
-            lm_t = torch.as_tensor(np.asarray(pts, dtype=np.float64))
-            face = face_from_landmarks(i, lm_t, float(prob))
-            items.append(DetectedFace(i, torch.as_tensor(np.asarray(box, dtype=np.float32)), face.landmarks, float(prob), face.affine))
-    h, w = batch.shape[1:3]
-    return Faces(tuple(items), len(images_uint8), h, w, detector=detector_name)

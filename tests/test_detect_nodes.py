@@ -3,6 +3,8 @@ tiny, RGBA, gray, no-face and multi-face inputs, the detector folder and its mes
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from comfy_host import import_comfy
@@ -86,8 +88,6 @@ def test_nodes_are_registered_with_tooltips_on_every_input(comfy):
 
 def test_facedetection_folder_is_registered_for_model_files(comfy):
     folder_paths = comfy["folder_paths"]
-    import os
-
     paths, extensions = folder_paths.folder_names_and_paths["facedetection"]
     assert os.path.join(folder_paths.models_dir, "facedetection") in paths
     assert ".pth" in extensions and ".safetensors" in extensions
@@ -120,6 +120,16 @@ def test_loader_reads_the_folder_and_a_changed_choice_applies_at_once(comfy, det
     from_mtcnn = detect(comfy, image, min_score=0.0, detector=mtcnn)[0]
     assert "RetinaFace" in from_retina.detector and "MTCNN" in from_mtcnn.detector
     assert len(from_retina) > len(from_mtcnn)  # the prior-emitting test network fires everywhere
+    # ComfyUI re-runs the loader when IS_CHANGED changes: a replaced file changes it.
+    cls = comfy["nodes"][LOAD]
+    before = cls.IS_CHANGED("retinaface_mobilenet0.25")
+    path = write_retinaface_weights(detection_folder, "retinaface_mobilenet0.25", seed=3)
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert cls.IS_CHANGED("retinaface_mobilenet0.25") != before
+    assert cls.IS_CHANGED("mtcnn") == "mtcnn" and cls.IS_CHANGED("retinaface_resnet50") == "missing"
+    with network_blocked():
+        assert node.load("retinaface_mobilenet0.25")[0] is not retina
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 1, 3), (2, 8, 8, 3), (1, 8, 8, 4), (1, 8, 8, 1)])

@@ -83,7 +83,7 @@ def esrgan_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     for b in range(2):
         for r in (1, 2, 3):
             for c in range(1, 6):
-                sd[f"body.{b}.rdb{r}.conv{c}.weight"] = torch.randn(16, 16 + 8 * (c - 1), 3, 3, generator=g)[:, :16]
+                sd[f"body.{b}.rdb{r}.conv{c}.weight"] = torch.randn(16, 16 + 8 * (c - 1), 3, 3, generator=g)
                 sd[f"body.{b}.rdb{r}.conv{c}.bias"] = torch.zeros(16)
     for name in ("conv_body", "conv_up1", "conv_up2", "conv_hr"):
         sd[f"{name}.weight"] = torch.randn(16, 16, 3, 3, generator=g)

@@ -6,8 +6,8 @@ A face's `affine` maps source coordinates to crop coordinates, so crop pixel (u,
 source at `invert_affine(A) @ (u, v, 1)` and a landmark p lands exactly at `A @ (p, 1)`.
 
 Memory: instead of gathering one full image per face (N copies of an 8K frame), each face gets
-the window of its source image that its crop can see. Windows of similar size are gathered
-with one index operation, moved to the compute device and warped with one `grid_sample` call;
+the window of its source image that its crop can see. Windows of similar size are cut
+(one slice copy each), moved to the compute device and warped with one `grid_sample` call;
 faces of very different sizes go into separate groups so a huge face does not inflate the
 windows of small ones.
 """
@@ -150,12 +150,16 @@ def plan_windows(
 def gather_windows(
     images: torch.Tensor, image_index: torch.Tensor, group: WindowGroup, channels: int
 ) -> torch.Tensor:
-    """Cut the group's windows from images [B, H, W, C] in one indexing op -> [n, h, w, channels]."""
-    dev = images.device
-    rows = group.origins[:, 1:2].to(dev) + torch.arange(group.height, device=dev)  # [n, h]
-    cols = group.origins[:, 0:1].to(dev) + torch.arange(group.width, device=dev)  # [n, w]
-    b = image_index[group.indices].to(dev)
-    return images[b[:, None, None], rows[:, :, None], cols[:, None, :], :channels]
+    """Cut the group's windows from images [B, H, W, C] -> [n, h, w, channels].
+
+    One strided slice copy per face: about twice as fast as one advanced-indexing gather on a
+    CPU (plain memcpy of rows instead of per-element index arithmetic), and no index tensors.
+    """
+    h, w = group.height, group.width
+    b = image_index[group.indices].tolist()
+    return torch.stack(
+        [images[i, y : y + h, x : x + w, :channels] for i, (x, y) in zip(b, group.origins.tolist())]
+    )
 
 
 def in_image_weight(x: torch.Tensor, y: torch.Tensor, height: int, width: int) -> torch.Tensor:

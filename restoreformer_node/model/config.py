@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, replace
 
-# Fusion modes of the decoder attention blocks (the paper's Table 4).
+# Fusion modes of the decoder attention blocks (the paper's Table 4; details in fusion.py).
 #   "mhca_p": queries from the degraded features, keys/values/residual from the priors (RestoreFormer)
 #   "self":   plain self-attention over the prior stream (the stage-1 dictionary network)
-FUSION_MODES = ("mhca_p", "self")
+#   ablations: "none" (exp1), "sa_d" (exp2), "sa_p" (exp3, = "self"), "sft" (exp4), "mhca_d" (exp5)
+FUSION_MODES = ("mhca_p", "self", "none", "sa_d", "sa_p", "sft", "mhca_d")
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ class RestoreFormerConfig:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "RestoreFormerConfig":
+    def from_json(cls, text: str) -> RestoreFormerConfig:
         raw = json.loads(text)
         known = {f for f in cls.__dataclass_fields__}
         unknown = set(raw) - known
@@ -86,7 +87,7 @@ class RestoreFormerConfig:
                 raw[key] = tuple(raw[key])
         return cls(**raw)
 
-    def with_(self, **changes) -> "RestoreFormerConfig":
+    def with_(self, **changes) -> RestoreFormerConfig:
         return replace(self, **changes)
 
 

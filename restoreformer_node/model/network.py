@@ -13,6 +13,7 @@ from torch import nn
 
 from .blocks import AttentionBlock, Downsample, ResnetBlock, Upsample, group_norm, swish
 from .config import RestoreFormerConfig
+from .fusion import DEGRADED_ONLY, SELF_ATTENTION, make_fusion_block
 from .quantizer import Quantized, VectorQuantizer
 
 
@@ -33,7 +34,8 @@ def _record(trace: Trace | None, name: str, module: AttentionBlock, x, query=Non
         return module(x, query)
     got: list[torch.Tensor] = []
     out = module(x, query, record=got)
-    trace.attention[name] = got[0]
+    if got:  # SFT fusion has no attention weights to record
+        trace.attention[name] = got[0]
     return out
 
 
@@ -100,7 +102,7 @@ class Decoder(nn.Module):
         self.conv_in = nn.Conv2d(cfg.z_channels, width, 3, padding=1)
         self.mid = nn.Module()
         self.mid.block_1 = ResnetBlock(width, width, groups)
-        self.mid.attn_1 = AttentionBlock(width, cfg.heads, groups)
+        self.mid.attn_1 = make_fusion_block(cfg.fusion, width, cfg.heads, groups)
         self.mid.block_2 = ResnetBlock(width, width, groups)
         stages: list[nn.Module] = []
         for level in reversed(range(cfg.num_levels)):
@@ -112,17 +114,19 @@ class Decoder(nn.Module):
             for _ in range(cfg.decoder_blocks):
                 stage.block.append(ResnetBlock(width, out_width, groups))
                 width = out_width
-                if has_attn:
-                    stage.attn.append(AttentionBlock(width, cfg.heads, groups))
+                fusion = make_fusion_block(cfg.fusion, width, cfg.heads, groups) if has_attn else None
+                if fusion is not None:
+                    stage.attn.append(fusion)
             if level != 0:
                 stage.upsample = Upsample(width)
             stages.insert(0, stage)
         self.up = nn.ModuleList(stages)
         self.norm_out = group_norm(width, groups)
         self.conv_out = nn.Conv2d(width, cfg.out_channels, 3, padding=1)
+        self._self_attention = cfg.fusion in SELF_ATTENTION
 
     def _query(self, skips: dict[str, torch.Tensor] | None, name: str) -> torch.Tensor | None:
-        if self.cfg.fusion == "self":
+        if self._self_attention:
             return None
         return skips[name]
 
@@ -135,7 +139,8 @@ class Decoder(nn.Module):
         last = self.cfg.num_levels - 1
         h = self.conv_in(z)
         h = self.mid.block_1(h)
-        h = _record(trace, "decoder.mid.attn_1", self.mid.attn_1, h, self._query(skips, "mid_atten"))
+        if self.mid.attn_1 is not None:
+            h = _record(trace, "decoder.mid.attn_1", self.mid.attn_1, h, self._query(skips, "mid_atten"))
         h = self.mid.block_2(h)
         for level in reversed(range(self.cfg.num_levels)):
             stage = self.up[level]
@@ -165,10 +170,14 @@ class RestoreFormer(nn.Module):
         self.quantize = VectorQuantizer(config.n_embed, config.embed_dim)
         self.quant_conv = nn.Conv2d(config.z_channels, config.embed_dim, 1)
         self.post_quant_conv = nn.Conv2d(config.embed_dim, config.z_channels, 1)
+        self._decode_degraded = config.fusion in DEGRADED_ONLY
 
     def encode(self, x: torch.Tensor, trace: Trace | None = None):
         h, skips = self.encoder(x, trace)
-        q = self.quantize(self.quant_conv(h))
+        z = self.quant_conv(h)
+        q = self.quantize(z)
+        if self._decode_degraded:  # Table 4 exp1/exp2: decode Z_d itself, not its priors
+            q = q._replace(z_q=z)
         if trace is not None:
             trace.indices, trace.distances = q.indices, q.distances
         return q, skips

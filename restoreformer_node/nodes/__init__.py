@@ -12,6 +12,7 @@ _MODULES: list[str] = [
     "model_nodes",
     "detect_nodes",
     "restore_nodes",
+    "inspect_nodes",
 ]
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 
-import comfy.model_management
-import comfy.utils
 import torch
+
+# ComfyUI's modules are imported inside the functions, so the package imports without ComfyUI.
 
 log = logging.getLogger("restoreformer")
 
@@ -29,11 +29,15 @@ def check_image(image: torch.Tensor, name: str = "image") -> torch.Tensor:
 
 def compute_device() -> torch.device:
     """The device ComfyUI runs models on (its --cpu / --gpu-only / device choice)."""
+    import comfy.model_management
+
     return comfy.model_management.get_torch_device()
 
 
 def free_memory(device: torch.device) -> int:
     """Bytes free on `device` as ComfyUI counts them (its own caches included)."""
+    import comfy.model_management
+
     return int(comfy.model_management.get_free_memory(device))
 
 
@@ -55,9 +59,13 @@ class Progress:
     """
 
     def __init__(self, total: int) -> None:
+        import comfy.utils
+
         self.bar = comfy.utils.ProgressBar(max(total, 1))
 
     def __call__(self, done: int, total: int) -> None:
+        import comfy.model_management
+
         self.bar.update_absolute(done, max(total, 1))
         comfy.model_management.throw_exception_if_processing_interrupted()
 

@@ -89,6 +89,18 @@ class LoadFaceDetector:
     CATEGORY = CATEGORY
     DESCRIPTION = "Chooses the face detector. RetinaFace weights are read from models/facedetection."
 
+    @classmethod
+    def IS_CHANGED(cls, detector: str):
+        """A replaced weight file (same name, new contents) is loaded again on the next run."""
+        try:
+            path = detector_weights(detector)
+        except FileNotFoundError:
+            return "missing"
+        if path is None:
+            return detector
+        stat = os.stat(path)
+        return f"{path}:{stat.st_size}:{stat.st_mtime_ns}"
+
     def load(self, detector: str):
         import comfy.model_management
 

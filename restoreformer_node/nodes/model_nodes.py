@@ -11,9 +11,6 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
-import comfy.model_management
-import comfy.model_patcher
-import folder_paths
 import torch
 
 from ..model import RestoreFormerConfig
@@ -26,6 +23,8 @@ CATEGORY = "RestoreFormer"
 def register_model_folder() -> None:
     """Make ComfyUI know models/facerestore_models (kept as is when another pack or
     extra_model_paths.yaml registered it first)."""
+    import folder_paths
+
     if MODEL_FOLDER not in folder_paths.folder_names_and_paths:
         folder_paths.folder_names_and_paths[MODEL_FOLDER] = (
             [os.path.join(folder_paths.models_dir, MODEL_FOLDER)],
@@ -33,14 +32,11 @@ def register_model_folder() -> None:
         )
 
 
-register_model_folder()
-
-
 @dataclass(frozen=True)
 class RFModel:
     """The RF_MODEL value: a loaded network under ComfyUI's memory management."""
 
-    patcher: comfy.model_patcher.ModelPatcher
+    patcher: object  # comfy.model_patcher.ModelPatcher holding the RestoreFormer
     config: RestoreFormerConfig
     name: str  # file name in facerestore_models, for messages
 
@@ -50,6 +46,8 @@ class RFModel:
 
     def load_to_device(self, memory_required: int = 0) -> torch.device:
         """Ask ComfyUI to put the weights on the compute device (evicting others if needed)."""
+        import comfy.model_management
+
         comfy.model_management.load_models_gpu(
             [self.patcher], memory_required=memory_required, force_full_load=True
         )
@@ -64,6 +62,9 @@ _lock = threading.Lock()
 
 def load_rf_model(path: str, name: str | None = None) -> RFModel:
     """Load weights (cached per file version) and wrap them for ComfyUI's model management."""
+    import comfy.model_management
+    import comfy.model_patcher
+
     from ..weights import load_restoreformer
 
     stat = os.stat(path)
@@ -88,6 +89,8 @@ def load_rf_model(path: str, name: str | None = None) -> RFModel:
 class LoadModel:
     @classmethod
     def INPUT_TYPES(cls):
+        import folder_paths
+
         register_model_folder()
         return {
             "required": {
@@ -114,6 +117,9 @@ class LoadModel:
     )
 
     def load(self, model_name: str):
+        import folder_paths
+
+        register_model_folder()
         path = folder_paths.get_full_path_or_raise(MODEL_FOLDER, model_name)
         return (load_rf_model(path, model_name),)
 

@@ -73,6 +73,7 @@ def detect_config(
             raise WeightLoadError(
                 source,
                 f"the configuration stored in the file's metadata is invalid ({error}).",
+                "if the file was written by a newer version of this pack, update the pack; otherwise "
                 "convert the original weight file again with `python -m restoreformer_node convert`.",
                 layout,
             ) from None
@@ -117,9 +118,10 @@ def detect_config(
             decoder_attn_resolutions=tuple(sorted(resolution >> lv for lv in dec_attn)),
         )
     except (ValueError, KeyError, IndexError) as error:
+        reason = f"missing key {error}" if isinstance(error, KeyError) else str(error)
         raise WeightLoadError(
             source,
-            f"the RestoreFormer geometry cannot be read from this state dict ({error}).",
+            f"the RestoreFormer geometry cannot be read from this state dict ({reason}).",
             "the file is incomplete or from a modified network; use an original weight file (see the README).",
             layout,
         ) from None

@@ -82,7 +82,14 @@ def save_restoreformer(
     problems = state_dict_problems(state, config)
     if problems:
         raise ValueError(f"cannot save {path}: the tensors do not fit {config.variant}: " + "; ".join(problems))
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    tensors: dict[str, torch.Tensor] = {}
+    storages: set[int] = set()
+    for key, value in state.items():
+        tensor = value.detach().to("cpu").contiguous()
+        if tensor.untyped_storage().data_ptr() in storages:  # safetensors refuses shared memory
+            tensor = tensor.clone()
+        storages.add(tensor.untyped_storage().data_ptr())
+        tensors[key] = tensor
     metadata = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,

@@ -23,6 +23,9 @@ DEFAULT_MAX_SIDE = 1280
 
 # Pixels per forward pass of a chunk of the batch (bounds activation memory for video batches).
 CHUNK_PIXELS = 16 * 1024 * 1024
+# Frames per chunk at most, so a long video batch reports progress and can be interrupted
+# every few frames rather than once per 60 small frames.
+CHUNK_FRAMES = 8
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,7 @@ class FaceDetector(ABC):
             return [Detection.empty() for _ in range(batch)]
         det_h, det_w = detection_size(height, width, max_side)
         # Chunks bound the memory of both the full-size copy on the device and the activations.
-        per_chunk = max(1, CHUNK_PIXELS // (max(height * width, det_h * det_w)))
+        per_chunk = max(1, min(CHUNK_FRAMES, CHUNK_PIXELS // (max(height * width, det_h * det_w))))
         results: list[Detection] = []
         with torch.inference_mode():
             for start in range(0, batch, per_chunk):

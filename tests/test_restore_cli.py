@@ -1,0 +1,114 @@
+"""`python -m restoreformer_node restore` end to end on real photos in a temporary folder.
+
+The weights are a randomly initialised RestoreFormer at the tiny test geometry, written by the
+test as .safetensors (pretrained weights cannot be had offline); faces come from MTCNN.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import random_restoreformer
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    from restoreformer_node.weights import save_restoreformer
+
+    net = random_restoreformer()
+    path = tmp_path_factory.mktemp("models") / "tiny_rf.safetensors"
+    save_restoreformer(net, path, net.config)
+    return path
+
+
+@pytest.mark.slow  # a fresh interpreter, MTCNN on four photos: ~20 s on an idle 2-core machine
+def test_restore_folder_end_to_end(tmp_path, weights, astronaut, grace_hopper):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(astronaut).save(src / "astronaut.png")
+    alpha = np.linspace(0, 255, grace_hopper.shape[1], dtype=np.uint8)[None, :].repeat(grace_hopper.shape[0], 0)
+    rgba = np.dstack([grace_hopper, alpha])
+    Image.fromarray(rgba, "RGBA").save(src / "hopper.png")
+    Image.fromarray(astronaut).convert("L").save(src / "astronaut_gray.jpg", quality=95)
+    Image.fromarray(np.full((120, 160, 3), 90, np.uint8)).save(src / "wall.png")
+    out = tmp_path / "out"
+    run = subprocess.run(
+        [sys.executable, "-m", "restoreformer_node", "restore", str(src), "--model", str(weights),
+         "--out", str(out), "--device", "cpu", "--color-match", "mean", "--save-crops"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+
+    def line_for(name):
+        return next(line for line in lines if line.startswith(str(src / name)))
+
+    assert "1 face restored" in line_for("astronaut.png")
+    assert "1 face restored" in line_for("hopper.png")
+    assert "1 face restored" in line_for("astronaut_gray.jpg")
+    assert "no face found by mtcnn; written unchanged" in line_for("wall.png")
+    assert lines[-1].startswith("4 images, 3 faces")
+
+    a = np.asarray(Image.open(out / "astronaut.png"))
+    assert a.shape == astronaut.shape
+    assert np.array_equal(a[400:, :100], astronaut[400:, :100])  # far from the face: untouched
+    assert not np.array_equal(a[80:160, 190:260], astronaut[80:160, 190:260])  # the face changed
+    h = Image.open(out / "hopper.png")
+    assert h.mode == "RGBA" and np.array_equal(np.asarray(h)[..., 3], alpha)
+    g = Image.open(out / "astronaut_gray.png")
+    assert g.mode == "L" and g.size == (512, 512)
+    w = np.asarray(Image.open(out / "wall.png"))
+    assert np.array_equal(w, np.full((120, 160, 3), 90, np.uint8))
+    crops = sorted(p.name for p in (out / "crops").iterdir())
+    assert crops == ["astronaut_face0.png", "astronaut_gray_face0.png", "hopper_face0.png"]
+    assert Image.open(out / "crops" / "hopper_face0.png").size == (64, 64)
+
+    # a second run does not overwrite without --overwrite
+    from restoreformer_node.cli import main
+
+    before = (out / "wall.png").stat().st_mtime_ns
+    assert main(["restore", str(src / "wall.png"), "--model", str(weights), "--out", str(out)]) == 0
+    assert (out / "wall.png").stat().st_mtime_ns == before
+
+
+def test_bad_inputs_are_named_before_any_work(tmp_path, weights, capsys):
+    from restoreformer_node.cli import main
+
+    missing = tmp_path / "nope.png"
+    assert main(["restore", str(missing), "--model", str(weights), "--out", str(tmp_path / "o")]) == 2
+    assert f"{missing}: no such file or folder" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["restore", str(empty), "--model", str(weights), "--out", str(tmp_path / "o")]) == 2
+    assert "no images" in capsys.readouterr().err
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for d in ("a", "b"):
+        Image.new("RGB", (8, 8)).save(tmp_path / d / "x.png")
+    code = main(["restore", str(tmp_path / "a" / "x.png"), str(tmp_path / "b" / "x.png"),
+                 "--model", str(weights), "--out", str(tmp_path / "o")])
+    assert code == 2 and "would both be written" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_parser_choices_match_the_pipeline_and_need_no_torch():
+    from restoreformer_node import restore_cli
+    from restoreformer_node.faces import color, paste, restore
+
+    assert restore_cli.PRECISIONS == restore.PRECISIONS
+    assert restore_cli.COLOR_MATCH_MODES == color.COLOR_MATCH_MODES
+    assert (restore_cli.DEFAULT_FEATHER, restore_cli.DEFAULT_ERODE) == (paste.DEFAULT_FEATHER, paste.DEFAULT_ERODE)
+    code = (
+        "import sys, restoreformer_node.cli as c; c.build_parser(); "
+        "print('torch' in sys.modules)"
+    )
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "False"  # building the parser imported no torch
