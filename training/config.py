@@ -323,3 +323,16 @@ def apply_overrides(path: str | Path, overrides: list[str] | tuple[str, ...] = (
                 raise ConfigError(f"--set {item!r}: {key!r} is not a section")
         node[keys[-1]] = yaml.safe_load(raw)
     return data
+
+
+def add_run_arguments(parser, config_help: str, set_example: str) -> None:
+    """The command-line arguments every training stage takes: --config, --resume, --set."""
+    parser.add_argument("--config", required=True, help=config_help)
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in run.out_dir")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help=f"override one config value (YAML syntax), e.g. --set {set_example}")
+
+
+def load_run_config(cls: type[T], args) -> T:
+    """The stage config named by --config with the --set overrides applied."""
+    return load_config(cls, data=apply_overrides(args.config, args.set))

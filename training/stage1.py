@@ -28,7 +28,8 @@ from .config import (
     OptimConfig,
     PerceptualConfig,
     RunConfig,
-    load_config,
+    add_run_arguments,
+    load_run_config,
     to_dict,
 )
 from .data import FaceDataset
@@ -212,16 +213,11 @@ def build(cfg: Stage1Config, config_dict: dict | None = None) -> Trainer:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--config", required=True, help="stage-1 YAML (see training/configs/)")
-    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in run.out_dir")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override one config value (YAML syntax), e.g. --set run.steps=100")
+    add_run_arguments(parser, "stage-1 YAML (see training/configs/)", "run.steps=100")
 
 
 def main(args) -> int:
-    from .config import apply_overrides
-
-    cfg = load_config(Stage1Config, data=apply_overrides(args.config, args.set))
+    cfg = load_run_config(Stage1Config, args)
     trainer = build(cfg)
     trainer.fit(resume=args.resume)
     return 0

@@ -35,7 +35,8 @@ from .config import (
     OptimConfig,
     PerceptualConfig,
     RunConfig,
-    load_config,
+    add_run_arguments,
+    load_run_config,
     to_dict,
 )
 from .data import FaceDataset, SampleKey, sample_generator
@@ -436,16 +437,11 @@ def build(cfg: Stage2Config, config_dict: dict | None = None) -> Trainer:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--config", required=True, help="stage-2 YAML (see training/configs/stage2_*.yaml)")
-    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in run.out_dir")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override one config value (YAML syntax), e.g. --set model.overrides.fusion=sft")
+    add_run_arguments(parser, "stage-2 YAML (see training/configs/stage2_*.yaml)", "model.overrides.fusion=sft")
 
 
 def main(args) -> int:
-    from .config import apply_overrides
-
-    cfg = load_config(Stage2Config, data=apply_overrides(args.config, args.set))
+    cfg = load_run_config(Stage2Config, args)
     trainer = build(cfg)
     fresh, dropped = trainer.task.init_report
     if trainer.dist.is_main and (fresh or dropped):
