@@ -65,6 +65,7 @@ def load_rf_model(path: str, name: str | None = None) -> RFModel:
     import comfy.model_management
     import comfy.model_patcher
 
+    from ..model.fast import optimize_for_inference
     from ..weights import load_restoreformer
 
     stat = os.stat(path)
@@ -74,10 +75,11 @@ def load_rf_model(path: str, name: str | None = None) -> RFModel:
             _cache.move_to_end(key)
             return _cache[key]
     offload = comfy.model_management.unet_offload_device()
+    load_device = comfy.model_management.get_torch_device()
     network = load_restoreformer(path, device=offload).eval()
-    patcher = comfy.model_patcher.ModelPatcher(
-        network, load_device=comfy.model_management.get_torch_device(), offload_device=offload
-    )
+    # Same weights and keys, faster blocks (bench/README.md); channels-last pays on CPUs only.
+    optimize_for_inference(network, channels_last=load_device.type == "cpu")
+    patcher = comfy.model_patcher.ModelPatcher(network, load_device=load_device, offload_device=offload)
     value = RFModel(patcher, network.config, name or os.path.basename(path))
     with _lock:
         _cache[key] = value
