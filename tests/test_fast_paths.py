@@ -197,3 +197,18 @@ def test_optimize_accepts_any_restoreformer_config():
     with torch.no_grad():
         x = _input(1)
         assert (optimize_for_inference(copy.deepcopy(model))(x) - model(x)).abs().max() <= 3e-5
+
+
+def test_weights_loaded_under_inference_mode_run_the_fast_path():
+    """ComfyUI runs nodes under torch.inference_mode, so the loader node creates inference tensors,
+    which have no version counter; the sub-pixel weight cache must still work on them."""
+    with torch.inference_mode():
+        fast = random_restoreformer(seed=3)
+        assert fast.decoder.up[1].upsample.conv.weight.is_inference()
+        optimize_for_inference(fast)
+        x = _input()
+        out = fast(x)
+    plain = random_restoreformer(seed=3)
+    with torch.no_grad():
+        expected = plain(x)
+    assert (out - expected).abs().max() <= 3e-5

@@ -165,7 +165,11 @@ class FastUpsample(Upsample):
 
     def _phase_weight(self) -> torch.Tensor:
         w = self.conv.weight
-        stamp = (w._version, w.data_ptr(), w.dtype, w.device)
+        # Weights loaded under inference_mode (as ComfyUI runs nodes) have no version counter;
+        # they cannot be changed in place outside inference mode, so pointer, dtype and device
+        # identify them.
+        version = None if w.is_inference() else w._version
+        stamp = (version, w.data_ptr(), w.dtype, w.device)
         if getattr(self, "_subpixel_stamp", None) != stamp:
             # Non-persistent: never in the state dict, rebuilt when the conv weight changes.
             self.register_buffer("subpixel_weight", subpixel_weight(w.detach()), persistent=False)
