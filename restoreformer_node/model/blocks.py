@@ -93,6 +93,10 @@ class AttentionBlock(nn.Module):
         q = self._split_heads(self.q(source))
         k = self._split_heads(self.k(h))
         v = self._split_heads(self.v(h))
+        return x + self.proj_out(self._attend(q, k, v, record, x.shape))
+
+    def _attend(self, q, k, v, record: list[torch.Tensor] | None, shape: torch.Size) -> torch.Tensor:
+        """Softmax attention of head-split q, k, v [B, heads, n, d], heads merged back to `shape`."""
         if record is None:
             out = F.scaled_dot_product_attention(q, k, v)
         else:
@@ -101,6 +105,5 @@ class AttentionBlock(nn.Module):
             weights = torch.softmax((q * scale) @ k.transpose(-1, -2), dim=-1)
             record.append(weights)
             out = weights @ v
-        b, c, hh, ww = x.shape
-        out = out.transpose(2, 3).reshape(b, c, hh, ww)
-        return x + self.proj_out(out)
+        b, c, hh, ww = shape
+        return out.transpose(2, 3).reshape(b, c, hh, ww)

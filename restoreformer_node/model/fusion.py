@@ -26,7 +26,6 @@ contrasts with MHCA.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .blocks import AttentionBlock, group_norm
@@ -55,15 +54,7 @@ class DegradedResidualCrossAttention(AttentionBlock):
         q = self._split_heads(self.q(self.norm2(query)))
         k = self._split_heads(self.k(h))
         v = self._split_heads(self.v(h))
-        if record is None:
-            out = F.scaled_dot_product_attention(q, k, v)
-        else:
-            weights = torch.softmax((q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2), dim=-1)
-            record.append(weights)
-            out = weights @ v
-        b, c, hh, ww = query.shape
-        out = out.transpose(2, 3).reshape(b, c, hh, ww)
-        return query + self.proj_out(out)
+        return query + self.proj_out(self._attend(q, k, v, record, query.shape))
 
 
 class SFTFusion(nn.Module):
