@@ -35,6 +35,8 @@ def spandrel_twin(model: RestoreFormer) -> torch.nn.Module:
     cfg = model.config
     if cfg.decoder_attn_resolutions != cfg.encoder_attn_resolutions:
         raise ValueError("spandrel implements RestoreFormer only (attention at one resolution)")
+    if cfg.decoder_blocks != cfg.encoder_blocks + 1:
+        raise ValueError("spandrel derives the decoder's block count from the encoder's (+1)")
     twin = SpandrelRestoreFormer(
         n_embed=cfg.n_embed,
         embed_dim=cfg.embed_dim,

@@ -41,16 +41,10 @@ def test_mhca_p_is_the_default_and_keeps_the_published_layout():
 
 
 def test_mhca_p_matches_spandrel_on_the_same_weights():
-    from spandrel.architectures.RestoreFormer.__arch.restoreformer_arch import RestoreFormer as Reference
+    from bench.common import spandrel_twin
 
     ours = _tiny("mhca_p")
-    cfg = ours.config
-    ref = Reference(
-        n_embed=cfg.n_embed, embed_dim=cfg.embed_dim, ch=cfg.ch, ch_mult=cfg.ch_mult,
-        num_res_blocks=cfg.encoder_blocks, attn_resolutions=(16,), resolution=cfg.resolution,
-        z_channels=cfg.z_channels, head_size=cfg.heads,
-    ).eval()
-    ref.load_state_dict(ours.state_dict(), strict=True)
+    ref = spandrel_twin(ours)  # same weights, loaded strictly
     x = torch.rand(2, 3, 64, 64) * 2 - 1
     with torch.no_grad():
         expected = ref(x)[0]

@@ -13,6 +13,7 @@ import pytest
 import torch
 from weights_fixtures import calibrated_restoreformer, image_batch
 
+from bench.common import spandrel_twin
 from restoreformer_node.model import RESTOREFORMER, Trace, tiny_config
 
 
@@ -25,36 +26,12 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def spandrel_twin(config):
-    """spandrel's RestoreFormer built directly with the geometry of `config`."""
-    from spandrel.architectures.RestoreFormer import RestoreFormer as SpandrelRestoreFormer
-
-    assert config.decoder_blocks == config.encoder_blocks + 1  # spandrel derives one from the other
-    assert config.decoder_attn_resolutions == config.encoder_attn_resolutions
-    return SpandrelRestoreFormer(
-        n_embed=config.n_embed,
-        embed_dim=config.embed_dim,
-        ch=config.ch,
-        out_ch=config.out_channels,
-        ch_mult=config.ch_mult,
-        num_res_blocks=config.encoder_blocks,
-        attn_resolutions=config.encoder_attn_resolutions,
-        dropout=0.0,
-        in_channels=config.in_channels,
-        resolution=config.resolution,
-        z_channels=config.z_channels,
-        double_z=False,
-        enable_mid=True,
-        head_size=config.heads,
-    ).eval()
-
 
 def compare(config, x: torch.Tensor, seed: int = 0) -> tuple[float, torch.Tensor, torch.Tensor, object]:
     """(max abs difference, our output, spandrel's code indices [B*h*w], our model) on the
     plain forward path, the one users run."""
     ours = calibrated_restoreformer(config, x, seed=seed)
-    theirs = spandrel_twin(config)
-    theirs.load_state_dict(ours.state_dict(), strict=True)  # same key names, nothing left over
+    theirs = spandrel_twin(ours)  # loads our state dict strictly: same key names, nothing left over
     with torch.no_grad():
         out = ours(x)
         quant, _, info, skips = theirs.encode(x)
