@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
+from bench.common import random_model
 from restoreformer_node.model import RESTOREFORMER, RestoreFormer, tiny_config
 
 
 def random_restoreformer(config=None, seed: int = 0) -> RestoreFormer:
-    """A randomly initialised network of the real architecture (pretrained weights cannot be
-    had offline). The codebook is spread to unit scale so nearest-entry search is meaningful."""
-    torch.manual_seed(seed)
-    model = RestoreFormer(config or tiny_config(RESTOREFORMER))
-    with torch.no_grad():
-        model.quantize.embedding.weight.normal_()
-    return model.eval()
+    """A randomly initialised network of the real architecture (pretrained weights cannot be had
+    offline), tiny geometry by default. The codebook is spread to unit scale so nearest-entry
+    search is meaningful (the benchmarks' `random_model`)."""
+    return random_model(config or tiny_config(RESTOREFORMER), seed)
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import random_restoreformer
 
 from restoreformer_node.model import RESTOREFORMER, RESTOREFORMER_PLUSPLUS, RestoreFormer, tiny_config
 from restoreformer_node.model.blocks import ResnetBlock, Upsample
@@ -26,15 +27,6 @@ from restoreformer_node.model.fast import (
     subpixel_weight,
 )
 from restoreformer_node.model.precision import is_prepared, precision_dtype, run
-
-
-def random_restoreformer(config=None, seed: int = 0) -> RestoreFormer:
-    """A random network of the real architecture, codebook spread to unit scale (as conftest's)."""
-    torch.manual_seed(seed)
-    model = RestoreFormer(config or tiny_config(RESTOREFORMER))
-    with torch.no_grad():
-        model.quantize.embedding.weight.normal_()
-    return model.eval()
 
 
 def _input(batch: int = 2, size: int = 64, seed: int = 1) -> torch.Tensor:
