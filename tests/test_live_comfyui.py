@@ -139,17 +139,27 @@ def check_restored(before: np.ndarray, after: np.ndarray, mask: np.ndarray | Non
     assert changed.mean() < 0.5, "more than half of the picture changed"
 
 
-def test_restore_photo_workflow(live_comfyui, object_info, workflows, live_model, input_photos, astronaut):
-    prompt = api_prompt(workflows["restore_faces_in_a_photo"], object_info, live_model, input_photos["astronaut"])
-    # Where the mask reaches at all (mask > 0, before 8-bit rounding), saved next to the outputs.
-    (restore_id,) = nodes_of_type(prompt, RESTORE)
-    prompt["reach"] = {"class_type": "ThresholdMask", "inputs": {"mask": [restore_id, 1], "value": 0.0}}
+def add_mask_reach(prompt: dict, node_id: str) -> None:
+    """Save where the MASK output (index 1) of `node_id` reaches at all (mask > 0, thresholded
+    before the 8-bit rounding of saved images) as the extra output node "reach_save"."""
+    prompt["reach"] = {"class_type": "ThresholdMask", "inputs": {"mask": [node_id, 1], "value": 0.0}}
     prompt["reach_image"] = {"class_type": "MaskToImage", "inputs": {"mask": ["reach", 0]}}
     prompt["reach_save"] = {"class_type": "SaveImage", "inputs": {"images": ["reach_image", 0], "filename_prefix": "reach"}}
+
+
+def read_mask_reach(server, entry) -> np.ndarray:
+    """The saved reach mask of a finished prompt, [H, W] uint8 with 0 or 255."""
+    (reach_path,) = server.output_images(entry, "reach_save")
+    return np.asarray(Image.open(reach_path))[..., 0]
+
+
+def test_restore_photo_workflow(live_comfyui, object_info, workflows, live_model, input_photos, astronaut):
+    prompt = api_prompt(workflows["restore_faces_in_a_photo"], object_info, live_model, input_photos["astronaut"])
+    (restore_id,) = nodes_of_type(prompt, RESTORE)
+    add_mask_reach(prompt, restore_id)
     entry = live_comfyui.run(prompt, timeout=240)
     assert_success(entry, live_comfyui)
-    (reach_path,) = live_comfyui.output_images(entry, "reach_save")
-    reach = np.asarray(Image.open(reach_path))[..., 0]
+    reach = read_mask_reach(live_comfyui, entry)
     del prompt["reach_save"]
     (restored,) = saved_images(live_comfyui, entry, prompt)
     previews = {}
@@ -345,13 +355,10 @@ def test_edit_between_align_and_paste_workflow(live_comfyui, object_info, workfl
     mask does not reach (mask > 0, thresholded before 8-bit rounding) are bit-identical."""
     prompt = api_prompt(workflows["edit_faces_between_align_and_paste"], object_info, "", input_photos["grace_hopper"])
     (paste_id,) = nodes_of_type(prompt, PASTE)
-    prompt["reach"] = {"class_type": "ThresholdMask", "inputs": {"mask": [paste_id, 1], "value": 0.0}}
-    prompt["reach_image"] = {"class_type": "MaskToImage", "inputs": {"mask": ["reach", 0]}}
-    prompt["reach_save"] = {"class_type": "SaveImage", "inputs": {"images": ["reach_image", 0], "filename_prefix": "reach"}}
+    add_mask_reach(prompt, paste_id)
     entry = live_comfyui.run(prompt, timeout=240)
     assert_success(entry, live_comfyui)
-    (reach_path,) = live_comfyui.output_images(entry, "reach_save")
-    reach = np.asarray(Image.open(reach_path))[..., 0]
+    reach = read_mask_reach(live_comfyui, entry)
     (save_id,) = [k for k in nodes_of_type(prompt, "SaveImage") if k != "reach_save"]
     (edited_path,) = live_comfyui.output_images(entry, save_id)
     edited = np.asarray(Image.open(edited_path))[..., :3]
