@@ -13,6 +13,20 @@ log = logging.getLogger("restoreformer")
 NOTICE_EVENT = "restoreformer.notice"  # shown as a toast by web/js/restoreformer_notices.js
 
 
+def register_models_folder(name: str) -> None:
+    """Make ComfyUI know models/<name> (kept as is when another pack or extra_model_paths.yaml
+    already registered it)."""
+    import os
+
+    import folder_paths
+
+    if name not in folder_paths.folder_names_and_paths:
+        folder_paths.folder_names_and_paths[name] = (
+            [os.path.join(folder_paths.models_dir, name)],
+            folder_paths.supported_pt_extensions,
+        )
+
+
 def check_image(image: torch.Tensor, name: str = "image") -> torch.Tensor:
     """A ComfyUI IMAGE [B, H, W, C] float tensor, C in 1..4, else a clear error naming the input."""
     if not isinstance(image, torch.Tensor) or image.ndim != 4:

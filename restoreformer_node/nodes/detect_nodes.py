@@ -22,6 +22,7 @@ from ..faces.detection import (
     weight_file_name,
 )
 from ..faces.preview import draw_detections
+from .common import register_models_folder
 from .types import DETECTOR, FACES
 
 CATEGORY = "RestoreFormer/faces"
@@ -29,15 +30,8 @@ DETECTOR_FOLDER = "facedetection"  # the folder name other face packs use for fa
 
 
 def register_detector_folder() -> None:
-    """Make ComfyUI know models/facedetection (kept as is when another pack or
-    extra_model_paths.yaml already registered it)."""
-    import folder_paths
-
-    if DETECTOR_FOLDER not in folder_paths.folder_names_and_paths:
-        folder_paths.folder_names_and_paths[DETECTOR_FOLDER] = (
-            [os.path.join(folder_paths.models_dir, DETECTOR_FOLDER)],
-            folder_paths.supported_pt_extensions,
-        )
+    """Make ComfyUI know models/facedetection."""
+    register_models_folder(DETECTOR_FOLDER)
 
 
 try:  # at load time inside ComfyUI; without ComfyUI the module still imports (for docs, tooling)

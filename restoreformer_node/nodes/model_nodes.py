@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from ..model import RestoreFormerConfig
+from .common import register_models_folder
 from .types import MODEL
 
 MODEL_FOLDER = "facerestore_models"  # the folder other face-restoration packs use
@@ -21,15 +22,8 @@ CATEGORY = "RestoreFormer"
 
 
 def register_model_folder() -> None:
-    """Make ComfyUI know models/facerestore_models (kept as is when another pack or
-    extra_model_paths.yaml registered it first)."""
-    import folder_paths
-
-    if MODEL_FOLDER not in folder_paths.folder_names_and_paths:
-        folder_paths.folder_names_and_paths[MODEL_FOLDER] = (
-            [os.path.join(folder_paths.models_dir, MODEL_FOLDER)],
-            folder_paths.supported_pt_extensions,
-        )
+    """Make ComfyUI know models/facerestore_models."""
+    register_models_folder(MODEL_FOLDER)
 
 
 @dataclass(frozen=True)
