@@ -27,7 +27,7 @@ import torch
 
 from bench.common import FLOP_PER_512, diff, random_model, spandrel_twin, sync
 from restoreformer_node.model import RESTOREFORMER, tiny_config
-from restoreformer_node.model.fast import optimize_for_inference
+from restoreformer_node.model.fast import optimize_for_inference, winograd_available
 from restoreformer_node.model.precision import precision_scope
 
 # Dense peak rates (TFLOP/s) by card name fragment: (bf16/fp16 tensor, tf32 tensor, fp32 plain).
@@ -97,11 +97,18 @@ def cpu_bench(args) -> str:
     if args.plain:
         variants["ours plain"] = model
     fast = optimize_for_inference(copy.deepcopy(model))
-    variants["ours fast"] = fast
+    variants[f"ours fast ({'NCHW + Winograd' if winograd_available() else 'channels-last, no NNPACK'})"] = fast
     if args.ablate:
+        def variant(**kw):
+            return optimize_for_inference(copy.deepcopy(model), **kw)
+
         variants["plain + channels-last"] = copy.deepcopy(model).to(memory_format=torch.channels_last)
-        variants["fast blocks, NCHW"] = optimize_for_inference(copy.deepcopy(model), channels_last=False)
-        variants["fast, no sub-pixel"] = optimize_for_inference(copy.deepcopy(model), subpixel=False)
+        variants["fast, no Winograd (channels-last)"] = variant(channels_last=True, winograd=False)
+        variants["fast, no Winograd, NCHW"] = variant(channels_last=False, winograd=False)
+        variants["fast, no Winograd, no sub-pixel (channels-last)"] = variant(
+            channels_last=True, winograd=False, subpixel=False)
+        if winograd_available():
+            variants["fast, Winograd + channels-last"] = variant(channels_last=True)
     ref = twin(x)[0]
     errs = {name: diff(fn(x), ref) for name, fn in variants.items()}
     times = time_variants({k: (lambda f=f: f(x)) for k, f in variants.items()}, "cpu", args.rounds)

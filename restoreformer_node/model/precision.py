@@ -26,7 +26,7 @@ from collections.abc import Iterator
 
 import torch
 
-from .fast import _FAST_CLASSES, optimize_for_inference
+from .fast import _FAST_CLASSES, optimize_for_inference, prefers_channels_last
 from .network import RestoreFormer
 
 PRECISIONS: dict[str, torch.dtype] = {
@@ -87,7 +87,7 @@ def run(
     device = next(model.parameters()).device
     precision_dtype(precision, device)
     if not is_prepared(model):
-        optimize_for_inference(model, channels_last=True)
+        optimize_for_inference(model, channels_last=prefers_channels_last(device))
     x = x.to(device=device, dtype=torch.float32)
     if exact_codes:
         with precision_scope(device, "fp32"):
