@@ -22,9 +22,10 @@ What it does, each chosen by measurement (bench/model_forward.py):
   computes all four phases, which are then interleaved. 16 taps at low resolution instead of 9
   at high resolution: 4/9 of the multiply-adds. Exact up to float rounding (the merged taps
   are sums of original weights).
-- Mixed precision islands (see `precision.py`): under autocast the residual stream stays fp32,
-  GroupNorm runs in fp32, and the convolutions that read the raw residual stream rescale it by a
-  power of two in fp16 so that large activations cannot overflow.
+- Mixed precision islands (see `precision.py`): under fp16 autocast the residual stream stays
+  fp32, GroupNorm runs in fp32, and the convolutions that read the raw residual stream rescale it
+  by a power of two so that large activations cannot overflow. bf16 (fp32's range) runs without
+  them by default (`HALF_ISLANDS`), every map in bf16.
 
 The fast blocks are inference-only: with autograd enabled they run the plain forward, so an
 optimised model can still be fine-tuned (slowly) without silent gradient errors.
@@ -110,11 +111,39 @@ def _is_channels_last(x: torch.Tensor) -> bool:
     return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
+# Which half precisions keep the fp32 islands (fp32 GroupNorm and residual stream). fp16 needs them
+# against overflow; bf16 has fp32's range, and without them it runs every map in bf16 (half the
+# memory traffic of the norm and elementwise passes). bench/model_forward.py measures both.
+HALF_ISLANDS: dict[torch.dtype, bool] = {torch.float16: True, torch.bfloat16: False}
+
+
+def _autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
+    dev = x.device.type
+    if torch.is_autocast_enabled(dev):
+        return torch.get_autocast_dtype(dev)
+    return None
+
+
+def _lean_dtype(x: torch.Tensor) -> torch.dtype | None:
+    """The half dtype every map stays in, when autocast runs one without fp32 islands."""
+    dtype = _autocast_dtype(x)
+    if dtype is None or dtype == torch.float32 or HALF_ISLANDS.get(dtype, True):
+        return None
+    return dtype
+
+
 def _norm(norm: nn.GroupNorm, x: torch.Tensor, scratch: bool = False) -> torch.Tensor:
-    """GroupNorm with statistics and output in fp32, whatever the input dtype.
+    """GroupNorm. Under autocast with islands: statistics and output in fp32 whatever the input
+    dtype. Under autocast without islands: in the half dtype (the kernels still accumulate the
+    statistics in fp32). Without autocast: in x's dtype (a model cast to half runs natively).
 
     `scratch=True` allows x to be overwritten (a temporary no one reads afterwards).
     """
+    lean = _lean_dtype(x)
+    if lean is not None or (_autocast_dtype(x) is None and x.dtype != torch.float32):
+        dtype = lean or x.dtype
+        with torch.autocast(x.device.type, enabled=False):
+            return F.group_norm(x.to(dtype), norm.num_groups, norm.weight.to(dtype), norm.bias.to(dtype), norm.eps)
     x = x.float()
     b, c, h, w = x.shape
     g = norm.num_groups
@@ -126,15 +155,18 @@ def _norm(norm: nn.GroupNorm, x: torch.Tensor, scratch: bool = False) -> torch.T
 
 
 def _norm_silu(norm: nn.GroupNorm, x: torch.Tensor, scratch: bool = False) -> torch.Tensor:
-    """GroupNorm (statistics and output in fp32) then SiLU in place."""
+    """GroupNorm (see `_norm` for its dtype) then SiLU in place."""
     return F.silu(_norm(norm, x, scratch), inplace=True)
 
 
-def _autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
-    dev = x.device.type
-    if torch.is_autocast_enabled(dev):
-        return torch.get_autocast_dtype(dev)
-    return None
+def _residual(stream: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
+    """stream + branch in the stream's memory format, reusing `branch` (a temporary) when it has
+    the same layout (attention's projection comes out channels-last from NCHW maps). Under
+    autocast with islands, and for mixed dtypes, the sum is fp32."""
+    islands = _autocast_dtype(branch) is not None and _lean_dtype(branch) is None
+    if islands or branch.dtype != stream.dtype:
+        return stream.float() + branch.float()
+    return branch.add_(stream) if branch.stride() == stream.stride() else stream + branch
 
 
 def stream_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
@@ -236,7 +268,8 @@ def _is_winograd_conv(module: nn.Module) -> bool:
 
 
 class FastResnetBlock(ResnetBlock):
-    """ResnetBlock with fused norm+SiLU, an in-place residual add and an fp32 residual stream."""
+    """ResnetBlock with fused norm+SiLU, an in-place residual add and (with islands) an fp32
+    residual stream."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled():
@@ -244,9 +277,7 @@ class FastResnetBlock(ResnetBlock):
         h = self.conv1(_norm_silu(self.norm1, x))
         h = self.conv2(_norm_silu(self.norm2, h, scratch=h.dtype == torch.float32))
         shortcut = x if self.nin_shortcut is None else stream_conv(self.nin_shortcut, x)
-        if h.dtype == shortcut.dtype and shortcut.dtype == torch.float32:
-            return h.add_(shortcut)
-        return shortcut.float() + h.float()
+        return _residual(shortcut, h)
 
 
 class FastUpsample(Upsample):
@@ -284,6 +315,10 @@ class FastUpsample(Upsample):
             # (about 7 vs 16 per output pixel and channel pair) and measured faster.
             return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
         weight4 = self._phase_weight()
+        lean = _lean_dtype(x)
+        if lean is not None:
+            with torch.autocast(x.device.type, enabled=False):
+                return subpixel_upsample_conv(x.to(lean), weight4.to(lean), self.conv.bias.to(lean))
         if _autocast_dtype(x) is not None:
             # Same rule as stream_conv: the sub-pixel conv reads the raw stream.
             dtype = _autocast_dtype(x)
@@ -308,7 +343,8 @@ class FastDownsample(Downsample):
 
 
 class FastAttentionBlock(AttentionBlock):
-    """Attention with fp32 norms and residual; q, k, v views taken straight from NHWC maps."""
+    """Attention with the norms and residual of `_norm` / `_residual`; q, k, v views taken straight
+    from NHWC maps."""
 
     def forward(self, x, query=None, record=None):
         if torch.is_grad_enabled() or record is not None:
@@ -323,7 +359,7 @@ class FastAttentionBlock(AttentionBlock):
 
         out = F.scaled_dot_product_attention(split(self.q(source)), split(self.k(h)), split(self.v(h)))
         out = out.transpose(1, 2).reshape(b, hh, ww, c).permute(0, 3, 1, 2)
-        return x.float() + self.proj_out(out).float()
+        return _residual(x, self.proj_out(out))
 
 
 _FAST_CLASSES: dict[type, type] = {

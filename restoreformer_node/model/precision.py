@@ -1,7 +1,9 @@
 """Running the RestoreFormer network at a requested precision: fp32, bf16 or fp16.
 
 Weights stay fp32. Reduced precision is autocast (convolutions, 1x1 projections and attention in
-bf16/fp16 on the tensor cores) with fp32 islands where half precision breaks:
+bf16/fp16 on the tensor cores). The dictionary search is fp32 at every precision; fp16 also keeps
+fp32 islands where its range breaks (bf16, with fp32's range, runs every map in bf16 by default;
+`fast.HALF_ISLANDS` switches the islands per dtype):
 
 - the dictionary search (squared distances reach |z|^2 + |e|^2, past fp16's 65504 on real
   features, and a flipped nearest entry changes the output far more than rounding): fp32 in
