@@ -27,8 +27,8 @@ step() {  # step NAME SECONDS COMMAND...
 # 1. Forward pass: fp32 / bf16 / fp16, batch 1 and 8, errors against spandrel's strict fp32 output.
 step model_forward 170 $PY -m bench.model_forward --device cuda --batches 1 8 --rounds 8 --no-ranges --out "$OUT/tables.md"
 # 2. Pipeline: group photo + 32 video frames, ours against the facexlib-style loop.
-step pipeline 110 $PY -m bench.pipeline --device cuda --precisions fp32 bf16 fp16 --frames 32 --rounds 2 --out "$OUT/tables.md"
-# 3. torch.compile (inductor, default mode) of the fast model in bf16, batch 8: does it pay?
-step compile 100 $PY -m bench.model_forward --device cuda --batches 8 --rounds 10 --compile --only "ours bf16" "ours bf16, torch.compile(default)" --no-ranges --out "$OUT/tables.md"
+step pipeline 150 $PY -m bench.pipeline --device cuda --precisions fp32 bf16 fp16 --frames 32 --rounds 2 --out "$OUT/tables.md"
+# 3. torch.compile (inductor, default mode) of the bf16 weight-cast model, batch 8: does it pay?
+step compile 220 $PY -m bench.model_forward --device cuda --batches 8 --rounds 10 --compile --only "ours bf16 weights cast (no autocast)" "ours bf16 weights cast, torch.compile(default)" --no-ranges --out "$OUT/tables.md"
 echo "tables: $OUT/tables.md"
 cat "$OUT/tables.md" 2>/dev/null | tail -c 6000

@@ -189,6 +189,7 @@ def matrix_bench(args) -> str:
     cast_bf16 = copy.deepcopy(fast).to(torch.bfloat16)
     half = ["bf16", "fp16"] if cuda else ["bf16"]
     compiled = torch.compile(fast, mode=args.compile_mode) if args.compile else None
+    compiled_cast = torch.compile(cast_bf16, mode=args.compile_mode) if args.compile else None
     out_lines = []
     for batch in args.batches:
         x = photo_batch(batch, size).to(dev)
@@ -217,6 +218,9 @@ def matrix_bench(args) -> str:
         p = half[-1]
         variants[f"plain blocks {p} autocast (no islands)"] = (
             (lambda p=p, x=x: _plain_autocast(model, x, dev, p)), "half", codes(model, p))
+        if compiled_cast is not None:
+            variants[f"ours bf16 weights cast, torch.compile({args.compile_mode})"] = (
+                (lambda x=x: compiled_cast(x.bfloat16())), "half", None)
         if compiled is not None:
             variants[f"ours bf16, torch.compile({args.compile_mode})"] = (ours(compiled, "bf16"), "half", None)
         if args.only:
