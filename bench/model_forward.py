@@ -364,8 +364,11 @@ def main(argv=None) -> int:
     p.add_argument("--compile-mode", default="default")
     p.add_argument("--only", nargs="+", default=None, help="matrix: time only variants containing these words (and the spandrel fp32 baselines)")
     p.add_argument("--no-ranges", action="store_true", help="matrix: skip the activation-range table")
+    p.add_argument("--bf16-islands", action="store_true", help="keep the fp32 islands for bf16 too (package default: off)")
     p.add_argument("--out", default=None, help="append the markdown tables to this file")
     args = p.parse_args(argv)
+    if args.bf16_islands:
+        HALF_ISLANDS[torch.bfloat16] = True
     if args.rounds is None:
         args.rounds = 5 if args.device == "cpu" else 20
     if args.suite is None:

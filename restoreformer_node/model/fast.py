@@ -221,6 +221,7 @@ def winograd_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
         and min(x.shape[-2:]) >= WINOGRAD_MIN_SIDE
         and not torch.is_grad_enabled()
         and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()  # NNPACK's op has no tracing kernel; inductor picks its own
         and winograd_available()
     )
 
