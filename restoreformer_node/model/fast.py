@@ -285,6 +285,10 @@ class FastUpsample(Upsample):
     """Upsample as a sub-pixel convolution (4 phase kernels of 2x2 taps at low resolution)."""
 
     def _phase_weight(self) -> torch.Tensor:
+        if torch.compiler.is_compiling():
+            # Traced: the merged kernel becomes part of the graph (is_inference and the cache
+            # below would break it); inductor folds it with the weights.
+            return subpixel_weight(self.conv.weight)
         w = self.conv.weight
         # Weights loaded under inference_mode (as ComfyUI runs nodes) have no version counter;
         # they cannot be changed in place outside inference mode, so pointer, dtype and device
