@@ -15,6 +15,7 @@ import logging
 
 import pytest
 import torch
+from compile_fixtures import SIZE, FailingBackend, RecordingBackend
 from conftest import random_restoreformer
 
 from restoreformer_node.faces.compiled import (
@@ -26,37 +27,6 @@ from restoreformer_node.faces.compiled import (
 )
 from restoreformer_node.faces.restore import restore_crops
 from restoreformer_node.model.fast import optimize_for_inference
-
-SIZE = 64  # tiny_config's resolution
-
-
-class RecordingBackend:
-    """A torch.compile backend that records the batch size of every graph TorchDynamo captures and
-    runs the captured graph as it is (no code generation, so it is fast). Parameters are graph
-    inputs too; the crops are the input shaped [batch, 3, 64, 64]."""
-
-    __name__ = "recording"
-
-    def __init__(self) -> None:
-        self.batches: list[int] = []
-
-    def __call__(self, gm: torch.fx.GraphModule, example_inputs):
-        crops = [t for t in example_inputs if isinstance(t, torch.Tensor) and t.shape[1:] == (3, SIZE, SIZE)]
-        self.batches.append(crops[0].shape[0] if crops else -1)  # -1: a graph after a break
-        return gm.forward
-
-
-class FailingBackend:
-    """A torch.compile backend that fails the way a missing Triton does, counting its calls."""
-
-    __name__ = "failing"
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def __call__(self, gm, example_inputs):
-        self.calls += 1
-        raise RuntimeError("Cannot find a working triton installation. Either the package is not installed or it is too old.")
 
 
 def _crops(n: int, seed: int = 0) -> torch.Tensor:
