@@ -193,3 +193,40 @@ def test_cli_compile_modes_match_the_library():
     assert args.compile is True and args.compile_mode == "default"
     args = build_parser().parse_args(["restore", "a.png", "--model", "m", "--out", "o"])
     assert args.compile is False
+
+
+@pytest.mark.slow
+def test_cli_compile_restores_like_the_cli_without_it(tmp_path, astronaut, grace_hopper, capsys, caplog):
+    """`restore --compile` on two real photos (MTCNN finds the faces), against the same command
+    without --compile: the PNGs agree to one 8-bit level and nothing fell back."""
+    import numpy as np
+    from PIL import Image
+
+    from restoreformer_node.cli import main
+    from restoreformer_node.weights import save_restoreformer
+
+    net = random_restoreformer(seed=8)
+    weights = tmp_path / "tiny_rf.safetensors"
+    save_restoreformer(net, weights, net.config)
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(astronaut).save(src / "astronaut.png")
+    Image.fromarray(grace_hopper).save(src / "hopper.png")
+    common = ["restore", str(src), "--model", str(weights), "--device", "cpu"]
+    assert main([*common, "--out", str(tmp_path / "eager")]) == 0
+    capsys.readouterr()
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    with caplog.at_level(logging.WARNING, logger="restoreformer"):
+        assert main([*common, "--out", str(tmp_path / "compiled"), "--compile"]) == 0
+    assert counters["stats"]["unique_graphs"] >= 1  # graphs were really compiled
+    stdout = capsys.readouterr().out
+    assert "torch.compile inductor/default" in stdout.splitlines()[0]
+    assert stdout.count("1 face restored") == 2
+    assert not [r for r in caplog.records if r.name == "restoreformer" and r.levelno >= logging.WARNING]
+    for name, original in (("astronaut.png", astronaut), ("hopper.png", grace_hopper)):
+        eager = np.asarray(Image.open(tmp_path / "eager" / name)).astype(int)
+        compiled = np.asarray(Image.open(tmp_path / "compiled" / name)).astype(int)
+        assert np.abs(compiled - eager).max() <= 1, name
+        assert np.abs(compiled - original.astype(int)).max() > 10, name  # the face was restored
