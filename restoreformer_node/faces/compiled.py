@@ -158,6 +158,10 @@ class CompiledNetwork:
                         "first call takes a minute or more",
                         self.options.describe(), self.where, x.shape[0],
                     )
+                if self.options.mode == "reduce-overhead":
+                    # A new inference step: CUDA graph trees may reuse the previous output's memory
+                    # (restore_crops has consumed it by now).
+                    torch.compiler.cudagraph_mark_step_begin()
                 return self._compiled(x)
             except Exception as error:  # noqa: BLE001 - any compile or run failure falls back to eager
                 self._fail(error)
