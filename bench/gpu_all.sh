@@ -25,7 +25,7 @@ step() {  # step NAME SECONDS COMMAND...
   echo "=== $name: exit ${PIPESTATUS[0]} after $((SECONDS - t0)) s" | tee -a "$OUT/steps.txt"
 }
 # 1. Forward pass: fp32 / bf16 / fp16, batch 1 and 8, errors against spandrel's strict fp32 output.
-step model_forward 170 $PY -m bench.model_forward --device cuda --batches 1 8 --rounds 10 --out "$OUT/tables.md"
+step model_forward 170 $PY -m bench.model_forward --device cuda --batches 1 8 --rounds 8 --no-ranges --out "$OUT/tables.md"
 # 2. Pipeline: group photo + 32 video frames, ours against the facexlib-style loop.
 step pipeline 110 $PY -m bench.pipeline --device cuda --precisions fp32 bf16 fp16 --frames 32 --rounds 2 --out "$OUT/tables.md"
 # 3. torch.compile (inductor, default mode) of the fast model in bf16, batch 8: does it pay?

@@ -27,7 +27,7 @@ import torch
 
 from bench.common import FLOP_PER_512, diff, random_model, spandrel_twin, sync
 from restoreformer_node.model import RESTOREFORMER, tiny_config
-from restoreformer_node.model.fast import optimize_for_inference
+from restoreformer_node.model.fast import HALF_ISLANDS, optimize_for_inference, winograd_available
 from restoreformer_node.model.precision import precision_scope
 
 # Dense peak rates (TFLOP/s) by card name fragment: (bf16/fp16 tensor, tf32 tensor, fp32 plain).
@@ -97,11 +97,18 @@ def cpu_bench(args) -> str:
     if args.plain:
         variants["ours plain"] = model
     fast = optimize_for_inference(copy.deepcopy(model))
-    variants["ours fast"] = fast
+    variants[f"ours fast ({'NCHW + Winograd' if winograd_available() else 'channels-last, no NNPACK'})"] = fast
     if args.ablate:
+        def variant(**kw):
+            return optimize_for_inference(copy.deepcopy(model), **kw)
+
         variants["plain + channels-last"] = copy.deepcopy(model).to(memory_format=torch.channels_last)
-        variants["fast blocks, NCHW"] = optimize_for_inference(copy.deepcopy(model), channels_last=False)
-        variants["fast, no sub-pixel"] = optimize_for_inference(copy.deepcopy(model), subpixel=False)
+        variants["fast, no Winograd (channels-last)"] = variant(channels_last=True, winograd=False)
+        variants["fast, no Winograd, NCHW"] = variant(channels_last=False, winograd=False)
+        variants["fast, no Winograd, no sub-pixel (channels-last)"] = variant(
+            channels_last=True, winograd=False, subpixel=False)
+        if winograd_available():
+            variants["fast, Winograd + channels-last"] = variant(channels_last=True)
     ref = twin(x)[0]
     errs = {name: diff(fn(x), ref) for name, fn in variants.items()}
     times = time_variants({k: (lambda f=f: f(x)) for k, f in variants.items()}, "cpu", args.rounds)
@@ -135,6 +142,31 @@ def _tf32(enabled: bool):
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
 
 
+@contextlib.contextmanager
+def _islands(precision: str, enabled: bool | None):
+    """Force the fp32 islands on or off for `precision` (None: the package default)."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    if enabled is None or dtype is None:
+        yield
+        return
+    old = HALF_ISLANDS[dtype]
+    HALF_ISLANDS[dtype] = enabled
+    try:
+        yield
+    finally:
+        HALF_ISLANDS[dtype] = old
+
+
+@contextlib.contextmanager
+def _cudnn_benchmark(enabled: bool):
+    old = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = old
+
+
 def matrix_bench(args) -> str:
     """Precisions x batch sizes on one device (meant for a GPU; `--tiny` dry-runs it on a CPU)."""
     torch.set_grad_enabled(False)
@@ -152,8 +184,9 @@ def matrix_bench(args) -> str:
     model = random_model(config).to(dev)
     twin = spandrel_twin(model).to(dev)
     twin_bf16 = copy.deepcopy(twin).to(torch.bfloat16)
-    fast = optimize_for_inference(copy.deepcopy(model))
-    fast_nchw = optimize_for_inference(copy.deepcopy(model), channels_last=False)
+    fast = optimize_for_inference(copy.deepcopy(model))  # NCHW on a GPU (prefers_channels_last)
+    fast_cl = optimize_for_inference(copy.deepcopy(model), channels_last=True)
+    cast_bf16 = copy.deepcopy(fast).to(torch.bfloat16)
     half = ["bf16", "fp16"] if cuda else ["bf16"]
     compiled = torch.compile(fast, mode=args.compile_mode) if args.compile else None
     out_lines = []
@@ -173,11 +206,14 @@ def matrix_bench(args) -> str:
             "ours fp32 strict": (ours(fast, "fp32"), "fp32", codes(fast, "fp32")),
             "ours fp32 (TF32)": (ours(fast, "fp32", tf32=True), "tf32", codes(fast, "fp32", True)),
         }
-        for p in half:
+        for p in half:  # the defaults: bf16 without islands, fp16 with them
             variants[f"ours {p}"] = (ours(fast, p), "half", codes(fast, p))
+        variants["ours bf16 with fp32 islands"] = (ours(fast, "bf16", islands=True), "half", None)
+        variants["ours bf16, channels-last"] = (ours(fast_cl, "bf16"), "half", None)
+        variants["ours bf16, cudnn.benchmark off"] = (ours(fast, "bf16", benchmark=False), "half", None)
+        variants["ours bf16 weights cast (no autocast)"] = ((lambda x=x: cast_bf16(x.bfloat16())), "half", None)
         for p in half:
             variants[f"ours {p}, fp32 encoder (exact codes)"] = (ours(fast, p, exact_codes=True), "half", None)
-        variants["ours bf16, NCHW"] = (ours(fast_nchw, "bf16"), "half", codes(fast_nchw, "bf16"))
         p = half[-1]
         variants[f"plain blocks {p} autocast (no islands)"] = (
             (lambda p=p, x=x: _plain_autocast(model, x, dev, p)), "half", codes(model, p))
@@ -238,9 +274,10 @@ def _append(path: str | None, text: str) -> None:
 
 
 def _ours_fn(x, dev):
-    def ours(m, precision, tf32=False, exact_codes=False):
+    def ours(m, precision, tf32=False, exact_codes=False, islands=None, benchmark=True):
         def fn():
-            with _tf32(tf32), precision_scope(dev, precision):
+            with _tf32(tf32), _islands(precision, islands), _cudnn_benchmark(benchmark), \
+                    precision_scope(dev, precision):
                 if exact_codes:
                     with precision_scope(dev, "fp32"):
                         q, skips = m.encode(x)

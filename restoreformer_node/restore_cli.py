@@ -180,7 +180,7 @@ def run_restore(args: argparse.Namespace) -> int:
     from .faces.compiled import CompileOptions
     from .faces.detection import FaceSelection, find_faces, load_detector
     from .faces.pipeline import restore_faces
-    from .model.fast import optimize_for_inference
+    from .model.fast import optimize_for_inference, prefers_channels_last
     from .weights import load_restoreformer
 
     out = Path(args.out)
@@ -203,7 +203,7 @@ def run_restore(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     started = time.perf_counter()
     model = load_restoreformer(args.model, device=device)
-    optimize_for_inference(model, channels_last=device.type == "cpu")  # same weights, faster blocks
+    optimize_for_inference(model, channels_last=prefers_channels_last(device))  # same weights, faster blocks
     detector = load_detector(args.detector, args.detector_weights, device)
     selection = FaceSelection(mode=args.select)
     compile_options = CompileOptions(mode=args.compile_mode) if args.compile else None

@@ -6,8 +6,14 @@ the state-dict keys stay exactly those of the plain definition. Loading and trai
 classes; call this once after the weights are in.
 
 What it does, each chosen by measurement (bench/model_forward.py):
-- channels-last (NHWC) convolutions: oneDNN and cuDNN run 3x3 convolutions without reordering the
-  activations around every call.
+- CPU, fp32: 3x3 stride-1 convolutions on maps of 32x32 and larger run through NNPACK's Winograd
+  F(6x6, 3x3) kernels (shipped inside PyTorch's x86-64 and ARM builds), one image at a time,
+  which is the call NNPACK serves with Winograd. 2-4x faster than oneDNN's direct convolution on
+  those layers and closer to a float64 reference than oneDNN's channels-last kernels. Smaller maps,
+  other kernels, GPUs, half precision and autograd use the normal convolution. Where NNPACK is
+  missing (Windows builds, CPUs without AVX2) the CPU path uses channels-last instead.
+- channels-last (NHWC) convolutions: oneDNN (without NNPACK) runs 3x3 convolutions without
+  reordering the activations around every call.
 - GroupNorm followed by an in-place SiLU and in-place residual adds: fewer full-resolution
   temporaries (these passes are memory-bound).
 - Upsample (nearest x2, then a 3x3 conv) as a sub-pixel convolution: the 3x3 kernel acting on a
@@ -16,15 +22,18 @@ What it does, each chosen by measurement (bench/model_forward.py):
   computes all four phases, which are then interleaved. 16 taps at low resolution instead of 9
   at high resolution: 4/9 of the multiply-adds. Exact up to float rounding (the merged taps
   are sums of original weights).
-- Mixed precision islands (see `precision.py`): under autocast the residual stream stays fp32,
-  GroupNorm runs in fp32, and the convolutions that read the raw residual stream rescale it by a
-  power of two in fp16 so that large activations cannot overflow.
+- Mixed precision islands (see `precision.py`): under fp16 autocast the residual stream stays
+  fp32, GroupNorm runs in fp32, and the convolutions that read the raw residual stream rescale it
+  by a power of two so that large activations cannot overflow. bf16 (fp32's range) runs without
+  them by default (`HALF_ISLANDS`), every map in bf16.
 
 The fast blocks are inference-only: with autograd enabled they run the plain forward, so an
 optimised model can still be fine-tuned (slowly) without silent gradient errors.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -102,11 +111,39 @@ def _is_channels_last(x: torch.Tensor) -> bool:
     return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
+# Which half precisions keep the fp32 islands (fp32 GroupNorm and residual stream). fp16 needs them
+# against overflow; bf16 has fp32's range, and without them it runs every map in bf16 (half the
+# memory traffic of the norm and elementwise passes). bench/model_forward.py measures both.
+HALF_ISLANDS: dict[torch.dtype, bool] = {torch.float16: True, torch.bfloat16: False}
+
+
+def _autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
+    dev = x.device.type
+    if torch.is_autocast_enabled(dev):
+        return torch.get_autocast_dtype(dev)
+    return None
+
+
+def _lean_dtype(x: torch.Tensor) -> torch.dtype | None:
+    """The half dtype every map stays in, when autocast runs one without fp32 islands."""
+    dtype = _autocast_dtype(x)
+    if dtype is None or dtype == torch.float32 or HALF_ISLANDS.get(dtype, True):
+        return None
+    return dtype
+
+
 def _norm(norm: nn.GroupNorm, x: torch.Tensor, scratch: bool = False) -> torch.Tensor:
-    """GroupNorm with statistics and output in fp32, whatever the input dtype.
+    """GroupNorm. Under autocast with islands: statistics and output in fp32 whatever the input
+    dtype. Under autocast without islands: in the half dtype (the kernels still accumulate the
+    statistics in fp32). Without autocast: in x's dtype (a model cast to half runs natively).
 
     `scratch=True` allows x to be overwritten (a temporary no one reads afterwards).
     """
+    lean = _lean_dtype(x)
+    if lean is not None or (_autocast_dtype(x) is None and x.dtype != torch.float32):
+        dtype = lean or x.dtype
+        with torch.autocast(x.device.type, enabled=False):
+            return F.group_norm(x.to(dtype), norm.num_groups, norm.weight.to(dtype), norm.bias.to(dtype), norm.eps)
     x = x.float()
     b, c, h, w = x.shape
     g = norm.num_groups
@@ -118,15 +155,18 @@ def _norm(norm: nn.GroupNorm, x: torch.Tensor, scratch: bool = False) -> torch.T
 
 
 def _norm_silu(norm: nn.GroupNorm, x: torch.Tensor, scratch: bool = False) -> torch.Tensor:
-    """GroupNorm (statistics and output in fp32) then SiLU in place."""
+    """GroupNorm (see `_norm` for its dtype) then SiLU in place."""
     return F.silu(_norm(norm, x, scratch), inplace=True)
 
 
-def _autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
-    dev = x.device.type
-    if torch.is_autocast_enabled(dev):
-        return torch.get_autocast_dtype(dev)
-    return None
+def _residual(stream: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
+    """stream + branch in the stream's memory format, reusing `branch` (a temporary) when it has
+    the same layout (attention's projection comes out channels-last from NCHW maps). Under
+    autocast with islands, and for mixed dtypes, the sum is fp32."""
+    islands = _autocast_dtype(branch) is not None and _lean_dtype(branch) is None
+    if islands or branch.dtype != stream.dtype:
+        return stream.float() + branch.float()
+    return branch.add_(stream) if branch.stride() == stream.stride() else stream + branch
 
 
 def stream_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
@@ -146,8 +186,90 @@ def stream_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return y
 
 
+# NNPACK's Winograd kernels beat oneDNN from 32x32 maps up (measured per layer on a 2-core AVX-512
+# CPU: 2x at 512x512 and 64x64, 1.2x at 32x32, 0.45x at 16x16 where the per-call kernel transform
+# of 512x512x3x3 weights dominates).
+WINOGRAD_MIN_SIDE = 32
+_winograd_state: dict[str, bool] = {}
+
+
+def winograd_available() -> bool:
+    """True when PyTorch's NNPACK works on this CPU (checked once; the check also initialises it,
+    without which its kernels fail)."""
+    if "available" not in _winograd_state:
+        try:
+            _winograd_state["available"] = bool(torch._nnpack_available())
+        except Exception:  # a build without the op
+            _winograd_state["available"] = False
+    return _winograd_state["available"]
+
+
+def prefers_channels_last(device: torch.device | str) -> bool:
+    """The memory format `optimize_for_inference` should use for a model that runs on `device`:
+    channels-last on a CPU without NNPACK; NCHW on a CPU with it (its kernels read NCHW) and on
+    GPUs (cuDNN's NCHW bf16 path measured faster on an H200)."""
+    return torch.device(device).type == "cpu" and not winograd_available()
+
+
+def winograd_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether `FastConv3x3` would send x through NNPACK."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and x.dim() == 4
+        and min(x.shape[-2:]) >= WINOGRAD_MIN_SIDE
+        and not torch.is_grad_enabled()
+        and not torch.is_autocast_enabled("cpu")
+        and winograd_available()
+    )
+
+
+class FastConv3x3(nn.Conv2d):
+    """3x3, stride 1, padding 1 convolution that takes NNPACK's Winograd path where it pays.
+
+    NNPACK runs Winograd only for single images (a batch goes to a slower, exact algorithm), so a
+    batch is convolved image by image. Winograd's transforms round differently from a direct
+    convolution: about 1e-5 relative per layer, 1.3e-4 max / 4e-6 mean on the full network's
+    [-1, 1] output (bench/README.md).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if getattr(self, "winograd", True) and winograd_applies(x, self.weight):
+            try:
+                return _winograd_conv(x, self.weight, self.bias)
+            except RuntimeError as exc:  # never lose a run to the fast path
+                _winograd_state["available"] = False
+                warnings.warn(f"NNPACK convolution failed ({exc}); using the normal convolution", stacklevel=2)
+        return super().forward(x)
+
+
+def _winograd_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    x = x.contiguous()
+    weight = weight.contiguous()
+    if x.shape[0] == 1:
+        return torch._nnpack_spatial_convolution(x, weight, bias, [1, 1])
+    out = torch.empty((x.shape[0], weight.shape[0], *x.shape[2:]), dtype=x.dtype)
+    for i in range(x.shape[0]):
+        out[i] = torch._nnpack_spatial_convolution(x[i : i + 1], weight, bias, [1, 1])[0]
+    return out
+
+
+def _is_winograd_conv(module: nn.Module) -> bool:
+    return (
+        type(module) is nn.Conv2d
+        and module.kernel_size == (3, 3)
+        and module.stride == (1, 1)
+        and module.padding == (1, 1)
+        and module.dilation == (1, 1)
+        and module.groups == 1
+        and module.padding_mode == "zeros"
+    )
+
+
 class FastResnetBlock(ResnetBlock):
-    """ResnetBlock with fused norm+SiLU, an in-place residual add and an fp32 residual stream."""
+    """ResnetBlock with fused norm+SiLU, an in-place residual add and (with islands) an fp32
+    residual stream."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled():
@@ -155,9 +277,7 @@ class FastResnetBlock(ResnetBlock):
         h = self.conv1(_norm_silu(self.norm1, x))
         h = self.conv2(_norm_silu(self.norm2, h, scratch=h.dtype == torch.float32))
         shortcut = x if self.nin_shortcut is None else stream_conv(self.nin_shortcut, x)
-        if h.dtype == shortcut.dtype and shortcut.dtype == torch.float32:
-            return h.add_(shortcut)
-        return shortcut.float() + h.float()
+        return _residual(shortcut, h)
 
 
 class FastUpsample(Upsample):
@@ -185,7 +305,20 @@ class FastUpsample(Upsample):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled():
             return super().forward(x)
+        if (
+            isinstance(self.conv, FastConv3x3)
+            and getattr(self.conv, "winograd", True)
+            and min(x.shape[-2:]) * 2 >= WINOGRAD_MIN_SIDE
+            and winograd_applies(x, self.conv.weight)
+        ):
+            # Winograd at full resolution needs fewer multiplies than the sub-pixel kernels
+            # (about 7 vs 16 per output pixel and channel pair) and measured faster.
+            return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
         weight4 = self._phase_weight()
+        lean = _lean_dtype(x)
+        if lean is not None:
+            with torch.autocast(x.device.type, enabled=False):
+                return subpixel_upsample_conv(x.to(lean), weight4.to(lean), self.conv.bias.to(lean))
         if _autocast_dtype(x) is not None:
             # Same rule as stream_conv: the sub-pixel conv reads the raw stream.
             dtype = _autocast_dtype(x)
@@ -210,7 +343,8 @@ class FastDownsample(Downsample):
 
 
 class FastAttentionBlock(AttentionBlock):
-    """Attention with fp32 norms and residual; q, k, v views taken straight from NHWC maps."""
+    """Attention with the norms and residual of `_norm` / `_residual`; q, k, v views taken straight
+    from NHWC maps."""
 
     def forward(self, x, query=None, record=None):
         if torch.is_grad_enabled() or record is not None:
@@ -225,7 +359,7 @@ class FastAttentionBlock(AttentionBlock):
 
         out = F.scaled_dot_product_attention(split(self.q(source)), split(self.k(h)), split(self.v(h)))
         out = out.transpose(1, 2).reshape(b, hh, ww, c).permute(0, 3, 1, 2)
-        return x.float() + self.proj_out(out).float()
+        return _residual(x, self.proj_out(out))
 
 
 _FAST_CLASSES: dict[type, type] = {
@@ -238,16 +372,28 @@ _PLAIN_CLASSES = {fast: plain for plain, fast in _FAST_CLASSES.items()}
 
 
 def optimize_for_inference(
-    model: RestoreFormer, *, channels_last: bool = True, subpixel: bool = True
+    model: RestoreFormer,
+    *,
+    channels_last: bool | None = None,
+    subpixel: bool = True,
+    winograd: bool = True,
 ) -> RestoreFormer:
     """Switch `model`'s blocks to their fast inference forms in place and return it.
 
     Parameters, buffers saved in the state dict and module names are unchanged (the sub-pixel
-    kernels are non-persistent buffers). `channels_last` stores conv weights NHWC; inputs are
-    converted on entry by `forward`'s first conv. `subpixel=False` keeps the nearest+conv
-    upsample (for ablations). Idempotent.
+    kernels are non-persistent buffers). `channels_last` stores conv weights NHWC (inputs are
+    converted on entry by `forward`'s first conv); None picks `prefers_channels_last` for the
+    device the weights are on now, so a caller that moves the model later should pass it.
+    `subpixel=False` keeps the nearest+conv upsample and `winograd=False` the oneDNN 3x3
+    convolutions (for ablations). Idempotent.
     """
+    if channels_last is None:
+        channels_last = prefers_channels_last(next(model.parameters()).device)
     for module in model.modules():
+        if _is_winograd_conv(module) or isinstance(module, FastConv3x3):
+            module.__class__ = FastConv3x3
+            module.winograd = winograd
+            continue
         fast = _FAST_CLASSES.get(type(module))
         if fast is FastUpsample and not subpixel:
             continue
@@ -261,6 +407,10 @@ def optimize_for_inference(
 def restore_plain(model: RestoreFormer) -> RestoreFormer:
     """Undo `optimize_for_inference` (plain block classes, contiguous NCHW weights)."""
     for module in model.modules():
+        if isinstance(module, FastConv3x3):
+            module.__class__ = nn.Conv2d
+            module.__dict__.pop("winograd", None)
+            continue
         plain = _PLAIN_CLASSES.get(type(module))
         if plain is not None:
             module.__class__ = plain
@@ -270,10 +420,3 @@ def restore_plain(model: RestoreFormer) -> RestoreFormer:
     model.to(memory_format=torch.contiguous_format)
     return model
 
-
-def prepare(
-    model: RestoreFormer, device: torch.device | str = "cpu", *, channels_last: bool = True
-) -> RestoreFormer:
-    """Move a loaded model to `device` (weights stay fp32) and optimise it for inference."""
-    model.to(device)
-    return optimize_for_inference(model, channels_last=channels_last)

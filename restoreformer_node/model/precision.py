@@ -1,7 +1,9 @@
 """Running the RestoreFormer network at a requested precision: fp32, bf16 or fp16.
 
 Weights stay fp32. Reduced precision is autocast (convolutions, 1x1 projections and attention in
-bf16/fp16 on the tensor cores) with fp32 islands where half precision breaks:
+bf16/fp16 on the tensor cores). The dictionary search is fp32 at every precision; fp16 also keeps
+fp32 islands where its range breaks (bf16, with fp32's range, runs every map in bf16 by default;
+`fast.HALF_ISLANDS` switches the islands per dtype):
 
 - the dictionary search (squared distances reach |z|^2 + |e|^2, past fp16's 65504 on real
   features, and a flipped nearest entry changes the output far more than rounding): fp32 in
@@ -26,7 +28,7 @@ from collections.abc import Iterator
 
 import torch
 
-from .fast import _FAST_CLASSES, optimize_for_inference
+from .fast import _FAST_CLASSES, optimize_for_inference, prefers_channels_last
 from .network import RestoreFormer
 
 PRECISIONS: dict[str, torch.dtype] = {
@@ -87,7 +89,7 @@ def run(
     device = next(model.parameters()).device
     precision_dtype(precision, device)
     if not is_prepared(model):
-        optimize_for_inference(model, channels_last=True)
+        optimize_for_inference(model, channels_last=prefers_channels_last(device))
     x = x.to(device=device, dtype=torch.float32)
     if exact_codes:
         with precision_scope(device, "fp32"):

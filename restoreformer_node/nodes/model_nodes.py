@@ -63,7 +63,7 @@ def load_rf_model(path: str, name: str | None = None) -> RFModel:
     import comfy.model_management
     import comfy.model_patcher
 
-    from ..model.fast import optimize_for_inference
+    from ..model.fast import optimize_for_inference, prefers_channels_last
     from ..weights import load_restoreformer
 
     stat = os.stat(path)
@@ -75,8 +75,9 @@ def load_rf_model(path: str, name: str | None = None) -> RFModel:
     offload = comfy.model_management.unet_offload_device()
     load_device = comfy.model_management.get_torch_device()
     network = load_restoreformer(path, device=offload).eval()
-    # Same weights and keys, faster blocks (bench/README.md); channels-last pays on CPUs only.
-    optimize_for_inference(network, channels_last=load_device.type == "cpu")
+    # Same weights and keys, faster blocks (bench/README.md); the memory format is chosen for the
+    # device the network will run on, not the offload device it is loaded to.
+    optimize_for_inference(network, channels_last=prefers_channels_last(load_device))
     patcher = comfy.model_patcher.ModelPatcher(network, load_device=load_device, offload_device=offload)
     value = RFModel(patcher, network.config, name or os.path.basename(path))
     with _lock:
