@@ -23,7 +23,7 @@ from bench.common import random_model
 from restoreformer_node.faces.compiled import COMPILE_MODES, CompileOptions, compile_failure, compiled_batch
 from restoreformer_node.faces.restore import resolve_precision, restore_crops
 from restoreformer_node.model import RESTOREFORMER, tiny_config
-from restoreformer_node.model.fast import optimize_for_inference
+from restoreformer_node.model.fast import optimize_for_inference, prefers_channels_last
 
 
 def _sync(device: torch.device) -> None:
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     config = tiny_config(RESTOREFORMER) if args.tiny else RESTOREFORMER
     net = random_model(config).to(device)
-    optimize_for_inference(net, channels_last=device.type == "cpu")
+    optimize_for_inference(net, channels_last=prefers_channels_last(device))  # as the loader node
     g = torch.Generator().manual_seed(0)
     side = config.resolution
     small = torch.rand(args.crops, 3, side // 16, side // 16, generator=g)
