@@ -1,15 +1,15 @@
 """Optional torch.compile of the network for `restore_crops`, with a safe fallback to eager.
 
 Compiling pays when many crops are restored (video batches): a one-off compile of about a minute
-buys a faster forward for every chunk after it (2.4x in bf16 at batch 8 on an H200, inductor,
-mode "default"). Three rules keep it cheap and safe:
+buys a faster forward for every chunk after it (2.4x the eager forward in bf16 at batch 8 on an
+H200, inductor, mode "default": bench/README.md). Three rules keep it cheap and safe:
 
 - One graph per batch shape. Graphs are static (`dynamic=False`); `restore_crops` runs chunks of
   `compiled_batch(n, chunk_size)` crops (a power of two) and pads the last chunk by repeating its
   last crop, so every chunk of a call, and calls of similar size, reuse one graph.
-- The network is compiled in place of nothing: it is not copied or changed, and the graphs live
-  in TorchDynamo's cache for its forward code. What the pack remembers per (network, device,
-  weight dtype, precision, options) is only whether compiling failed, held weakly.
+- Nothing is copied or changed: torch.compile wraps the network as it is, and the graphs live in
+  TorchDynamo's cache for its forward code. What the pack remembers per (network, device, weight
+  dtype, precision, options) is only whether compiling failed, keyed weakly by the network.
 - Never lose a run: when compiling or running the graph raises (no Triton, no C++ compiler, an
   unsupported op), one warning names the cause and the fix, and that network runs eagerly from
   then on (same results, eager speed) without retrying every chunk.

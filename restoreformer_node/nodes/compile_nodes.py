@@ -30,7 +30,7 @@ class CompileModel:
                         "tooltip": "torch.compile mode. 'default' compiles in about a minute and is the "
                         "measured choice; 'reduce-overhead' adds CUDA graphs (less launch overhead, more "
                         "memory); 'max-autotune-no-cudagraphs' tries kernel variants while compiling "
-                        "(several minutes, sometimes a little faster).",
+                        "(several minutes; not measured for this network yet).",
                     },
                 ),
             }
