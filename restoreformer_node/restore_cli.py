@@ -20,6 +20,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 # Copies of the pipeline's choices and defaults, so building the parser imports no torch (`--help`
 # and the other subcommands stay fast); tests/test_restore_cli.py checks they match.
 PRECISIONS = ("fp32", "bf16", "fp16")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs")
 COLOR_MATCH_MODES = ("none", "mean", "mean_std")
 DEFAULT_FEATHER = 40.0
 DEFAULT_ERODE = 8.0
@@ -49,6 +50,13 @@ def add_restore_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--select", choices=("all", "largest"), default="all", help="restore all faces or the largest per image")
     p.add_argument("--strength", type=float, default=1.0, help="0 keeps the original face, 1 the restored one (default 1)")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="network arithmetic on a GPU (a CPU runs fp32)")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="run the network through torch.compile: the first batch compiles (about a minute), later "
+        "ones run faster; pays for many images (video frames). Falls back to normal runs if it fails",
+    )
+    p.add_argument("--compile-mode", choices=COMPILE_MODES, default="default", help="torch.compile mode for --compile")
     p.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda, cuda:1, mps")
     p.add_argument("--feather", type=float, default=DEFAULT_FEATHER, help="soft edge of the paste mask, pixels of a 512 crop")
     p.add_argument("--erode", type=float, default=DEFAULT_ERODE, help="inset of the paste mask, pixels of a 512 crop")
@@ -169,6 +177,7 @@ def _batches(items: list, batch: int) -> Iterator[list]:
 def run_restore(args: argparse.Namespace) -> int:
     import torch
 
+    from .faces.compiled import CompileOptions
     from .faces.detection import FaceSelection, find_faces, load_detector
     from .faces.pipeline import restore_faces
     from .model.fast import optimize_for_inference, prefers_channels_last
@@ -197,7 +206,10 @@ def run_restore(args: argparse.Namespace) -> int:
     optimize_for_inference(model, channels_last=prefers_channels_last(device))  # same weights, faster blocks
     detector = load_detector(args.detector, args.detector_weights, device)
     selection = FaceSelection(mode=args.select)
-    print(f"{Path(args.model).name}: {model.config.variant} on {device}; detector {args.detector}")
+    compile_options = CompileOptions(mode=args.compile_mode) if args.compile else None
+    # A compile failure is logged once as a warning (stderr) by faces/compiled.py.
+    how = f", {compile_options.describe()} (the first batch compiles: a minute or more)" if compile_options else ""
+    print(f"{Path(args.model).name}: {model.config.variant} on {device}{how}; detector {args.detector}")
 
     failed = 0
     loaded = []
@@ -224,6 +236,7 @@ def run_restore(args: argparse.Namespace) -> int:
             erode=args.erode,
             color_match=args.color_match,
             device=device,
+            compile_options=compile_options,
         )
         for note in result.notes:
             if "precision" in note:

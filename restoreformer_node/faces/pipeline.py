@@ -19,6 +19,7 @@ import torch
 
 from .alignment import _LUMA, BORDER_MODES, face_arrays, warp_to_crops
 from .color import COLOR_MATCH_MODES, match_colors
+from .compiled import CompileOptions, compile_failure
 from .paste import DEFAULT_ERODE, DEFAULT_FEATHER, crop_space_mask, paste_faces
 from .restore import resolve_precision, restore_crops
 from .types import Faces
@@ -171,6 +172,7 @@ def restore_faces(
     chunk_size: int | None = None,
     progress: Progress | None = None,
     device: torch.device | str | None = None,
+    compile_options: CompileOptions | None = None,
 ) -> RestoreResult:
     """Restore every face of an image batch and paste it back.
 
@@ -185,6 +187,8 @@ def restore_faces(
     inference, "edge", "reflect").
     device: where the warps and the network run (default: the model's device).
     progress(done, total) is called after each chunk of crops; raising from it interrupts.
+    compile_options: run the network through torch.compile (see compiled.py); if that fails the
+    network runs eagerly and the failure is one of the notes.
     Returns RestoreResult(images, mask, crops, notes). With no face, the input tensor itself is
     returned with an empty mask and a note.
     """
@@ -210,8 +214,18 @@ def restore_faces(
     image_index, affines, _ = face_arrays(faces, size)
     aligned = warp_to_crops(images, image_index, affines, size, channels=channels, border=border, device=device)
     restored_rgb = restore_crops(
-        model, to_rgb(aligned.crops), strength=strength, precision=precision, chunk_size=chunk_size, callback=progress
+        model,
+        to_rgb(aligned.crops),
+        strength=strength,
+        precision=precision,
+        chunk_size=chunk_size,
+        callback=progress,
+        compile_options=compile_options,
     )
+    if compile_options is not None:
+        failure = compile_failure(model, compile_options, aligned.crops.device, precision)
+        if failure is not None:
+            notes.append(failure)
     restored = from_rgb(restored_rgb, channels)
     if color_match != "none":
         weight = crop_space_mask(size, erode, feather, device) * aligned.valid

@@ -2,6 +2,8 @@
 
 Exactly one model call per chunk. The model is called as `model(x)` with x in [-1, 1] (the
 RestoreFormer convention), so any module with that contract works, the identity included.
+With `compile_options`, the call goes through torch.compile (`compiled.py`): chunks are a power
+of two and the last one is padded, so one static graph serves them all.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import contextlib
 from collections.abc import Callable
 
 import torch
+
+from .compiled import CompileOptions, compiled_batch, compiled_network, pad_batch
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 CPU_CHUNK = 4  # crops per call on a CPU: enough to amortise the call, small enough for RAM
@@ -104,12 +108,15 @@ def restore_crops(
     precision: str = "fp32",
     chunk_size: int | None = None,
     callback: ChunkCallback | None = None,
+    compile_options: CompileOptions | None = None,
 ) -> torch.Tensor:
     """Restore aligned crops [N, 3, S, S] in [0, 1] (on the model's device) -> [N, 3, S, S] float32.
 
     strength in [0, 1] blends original (0) and restored (1) crops. `chunk_size` None picks one from
     the free memory (pick_chunk_size). `callback(done, total)` runs after every chunk; raising from
-    it (e.g. ComfyUI's interruption) stops before the next chunk.
+    it (e.g. ComfyUI's interruption) stops before the next chunk. `compile_options` runs the
+    network through torch.compile in chunks of `compiled_batch(N, chunk_size)` crops, the last
+    one padded (falls back to eager, with one warning, if compiling fails).
     """
     if not 0.0 <= strength <= 1.0:
         raise ValueError(f"strength must be in [0, 1], got {strength}")
@@ -124,12 +131,19 @@ def restore_crops(
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     out = torch.empty(crops.shape, dtype=torch.float32, device=device)
     dtype = _model_dtype(model)
+    network: Callable[[torch.Tensor], torch.Tensor] = model
+    if compile_options is not None and strength > 0 and n > 0:
+        network = compiled_network(model, compile_options, device, dtype, precision)
+        chunk_size = compiled_batch(n, chunk_size)
     done = 0
     for start in range(0, n, chunk_size):
         chunk = crops[start : start + chunk_size].float()
         if strength > 0:
+            x = (chunk * 2 - 1).to(dtype)
+            if network is not model:
+                x = pad_batch(x, chunk_size)  # one static graph for every chunk
             with torch.inference_mode(), _autocast(device, precision):
-                raw = model((chunk * 2 - 1).to(dtype))
+                raw = network(x)[: chunk.shape[0]]
             restored = (raw.float().clamp(-1, 1) + 1) / 2
             out[start : start + chunk_size] = torch.lerp(chunk, restored, strength)
         else:

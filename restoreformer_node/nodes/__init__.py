@@ -10,6 +10,7 @@ NODE_ID_PREFIX = "RestoreFormer"
 
 _MODULES: list[str] = [
     "model_nodes",
+    "compile_nodes",
     "detect_nodes",
     "restore_nodes",
     "inspect_nodes",

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..faces.compiled import CompileOptions
 from ..model import RestoreFormerConfig
 from .common import register_models_folder
 from .types import MODEL
@@ -33,6 +34,9 @@ class RFModel:
     patcher: object  # comfy.model_patcher.ModelPatcher holding the RestoreFormer
     config: RestoreFormerConfig
     name: str  # file name in facerestore_models, for messages
+    # Set by Compile RestoreFormer Model (on a copy made with dataclasses.replace): restoration runs
+    # the network through torch.compile. Inspection nodes always run it eagerly.
+    compile_options: CompileOptions | None = None
 
     @property
     def model(self) -> torch.nn.Module:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..faces.color import COLOR_MATCH_MODES
+from ..faces.compiled import compiled_batch
 from ..faces.paste import DEFAULT_ERODE, DEFAULT_FEATHER
 from ..faces.pipeline import align_faces, paste_crops, restore_faces
 from ..faces.restore import PRECISIONS, activation_bytes_per_crop, pick_chunk_size
@@ -60,11 +61,14 @@ def detect_for_restore(image, faces, detector, progress=None):
     return find_faces(detector, image, progress=progress), notes
 
 
-def _report(faces, restored: int, extra: list[str], model_name: str, precision: str, chunk: int) -> str:
+def _report(
+    faces, restored: int, extra: list[str], model_name: str, precision: str, chunk: int, compiled: str = ""
+) -> str:
     images = "image" if faces.batch_size == 1 else f"{faces.batch_size} images"
     head = f"restored {restored} face{'s' if restored != 1 else ''} in {images}"
     if restored:
-        head += f" with {model_name} ({precision}, {chunk} crop{'s' if chunk != 1 else ''} per call)"
+        how = f", {compiled}" if compiled else ""
+        head += f" with {model_name} ({precision}{how}, {chunk} crop{'s' if chunk != 1 else ''} per call)"
     seen, lines = set(), [head]
     for note in [*faces.notes, *extra]:
         if note not in seen:
@@ -145,9 +149,18 @@ class RestoreFaces:
             chunk_size=chunk or None,
             progress=Progress(n) if n else None,
             device=device,
+            compile_options=getattr(model, "compile_options", None),
         )
         notes.extend(result.notes)
-        report = _report(found, n, notes, model.name, precision if device.type != "cpu" else "fp32", chunk)
+        options = getattr(model, "compile_options", None)
+        compiled = ""
+        if n and options is not None:
+            chunk = compiled_batch(n, chunk)  # what restore_crops really runs per call
+            if not any(note.startswith(f"{options.describe()} failed") for note in notes):
+                compiled = options.describe()
+        report = _report(
+            found, n, notes, model.name, precision if device.type != "cpu" else "fp32", chunk, compiled
+        )
         if not n or any("no face" in note for note in notes):
             notify(report)
         crops = to_image(result.crops) if n else placeholder_image(config.resolution)

@@ -1,0 +1,61 @@
+"""Node: restore through torch.compile (the pack's counterpart of ComfyUI's TorchCompileModel).
+
+Like ComfyUI's own node, this changes nothing until the model is used: it returns a copy of the
+RF_MODEL that asks Restore Faces to run the network through torch.compile. The first restore
+compiles (about a minute); every later chunk and run of the same batch size reuses the graph.
+If compiling fails, Restore Faces says why and restores without it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..faces.compiled import COMPILE_MODES, CompileOptions
+from .model_nodes import RFModel
+from .types import MODEL
+
+CATEGORY = "RestoreFormer"
+
+
+class CompileModel:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (MODEL, {"tooltip": "A RestoreFormer / RestoreFormer++ from Load RestoreFormer Model."}),
+                "mode": (
+                    list(COMPILE_MODES),
+                    {
+                        "default": "default",
+                        "tooltip": "torch.compile mode. 'default' compiles in about a minute and is the "
+                        "measured choice; 'reduce-overhead' adds CUDA graphs (less launch overhead, more "
+                        "memory); 'max-autotune-no-cudagraphs' tries kernel variants while compiling "
+                        "(several minutes; not measured for this network yet).",
+                    },
+                ),
+            }
+        }
+
+    RETURN_TYPES = (MODEL,)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = (
+        "The same network, restored through torch.compile by Restore Faces (inspection nodes run it "
+        "as usual).",
+    )
+    FUNCTION = "compile"
+    CATEGORY = CATEGORY
+    DESCRIPTION = (
+        "Makes Restore Faces run the network through torch.compile (inductor). Pays when many faces "
+        "are restored, e.g. video frames: the first run compiles for about a minute, later batches "
+        "run faster. Needs Triton on NVIDIA GPUs (a C++ compiler on CPUs); without them Restore Faces "
+        "warns and restores as usual."
+    )
+
+    def compile(self, model, mode: str):
+        if not isinstance(model, RFModel):
+            raise ValueError("model: connect a RestoreFormer model from Load RestoreFormer Model")
+        # A copy: the loader's cached value (shared with other branches of the graph) stays eager.
+        return (dataclasses.replace(model, compile_options=CompileOptions(mode=mode)),)
+
+
+NODES = {"RestoreFormerCompileModel": (CompileModel, "Compile RestoreFormer Model (torch.compile)")}

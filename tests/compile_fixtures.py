@@ -1,0 +1,51 @@
+"""For the compile tests: torch.compile backends (one records what TorchDynamo captures, one
+fails) and a fixture that keeps the CPU NNPACK switch as it was."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from restoreformer_node.model import fast
+
+SIZE = 64  # tiny_config's resolution
+
+
+class RecordingBackend:
+    """A torch.compile backend that records the batch size of every graph TorchDynamo captures and
+    runs the captured graph as it is (no code generation, so it is fast). Parameters are graph
+    inputs too; the crops are the input shaped [batch, 3, 64, 64]."""
+
+    __name__ = "recording"
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def __call__(self, gm: torch.fx.GraphModule, example_inputs):
+        crops = [t for t in example_inputs if isinstance(t, torch.Tensor) and t.shape[1:] == (3, SIZE, SIZE)]
+        self.batches.append(crops[0].shape[0] if crops else -1)  # -1: a graph after a break
+        return gm.forward
+
+
+class FailingBackend:
+    """A torch.compile backend that fails the way a missing Triton does, counting its calls."""
+
+    __name__ = "failing"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, gm, example_inputs):
+        self.calls += 1
+        raise RuntimeError("Cannot find a working triton installation. Either the package is not installed or it is too old.")
+
+
+@pytest.fixture
+def keep_nnpack_state():
+    """Tracing the CPU NNPACK convolutions currently fails inside model/fast.py's own fallback,
+    which switches NNPACK off for the whole process (see the strict xfail in test_compile.py);
+    restore the switch so later tests run the path they expect."""
+    saved = dict(fast._winograd_state)
+    yield
+    fast._winograd_state.clear()
+    fast._winograd_state.update(saved)
