@@ -1,12 +1,9 @@
 """For the compile tests: torch.compile backends (one records what TorchDynamo captures, one
-fails) and a fixture that keeps the CPU NNPACK switch as it was."""
+fails)."""
 
 from __future__ import annotations
 
-import pytest
 import torch
-
-from restoreformer_node.model import fast
 
 SIZE = 64  # tiny_config's resolution
 
@@ -39,13 +36,3 @@ class FailingBackend:
         self.calls += 1
         raise RuntimeError("Cannot find a working triton installation. Either the package is not installed or it is too old.")
 
-
-@pytest.fixture
-def keep_nnpack_state():
-    """Tracing the CPU NNPACK convolutions currently fails inside model/fast.py's own fallback,
-    which switches NNPACK off for the whole process (see the strict xfail in test_compile.py);
-    restore the switch so later tests run the path they expect."""
-    saved = dict(fast._winograd_state)
-    yield
-    fast._winograd_state.clear()
-    fast._winograd_state.update(saved)

@@ -16,7 +16,7 @@ import logging
 import pytest
 import torch
 from comfy_host import import_comfy
-from compile_fixtures import FailingBackend, RecordingBackend, keep_nnpack_state
+from compile_fixtures import FailingBackend, RecordingBackend
 from conftest import random_restoreformer
 from pipeline_fixtures import landmarks_at, make_faces
 
@@ -32,7 +32,6 @@ from restoreformer_node.nodes.model_nodes import MODEL_FOLDER, LoadModel  # noqa
 from restoreformer_node.nodes.restore_nodes import RestoreFaces  # noqa: E402
 
 NODE_ID = "RestoreFormerCompileModel"
-pytestmark = pytest.mark.usefixtures(keep_nnpack_state.__name__)
 
 
 @pytest.fixture(scope="module")

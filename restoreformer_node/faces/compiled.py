@@ -1,8 +1,9 @@
 """Optional torch.compile of the network for `restore_crops`, with a safe fallback to eager.
 
 Compiling pays when many crops are restored (video batches): a one-off compile of about a minute
-buys a faster forward for every chunk after it (2.4x the eager forward in bf16 at batch 8 on an
-H200, inductor, mode "default": bench/README.md). Three rules keep it cheap and safe:
+buys a faster forward for every chunk after it (1.2x the eager forward in bf16 at batch 8 on an
+H200, inductor, mode "default"; 1.4x with bf16's fp32 islands on: bench/README.md). Three rules
+keep it cheap and safe:
 
 - One graph per batch shape. Graphs are static (`dynamic=False`); `restore_crops` runs chunks of
   `compiled_batch(n, chunk_size)` crops (a power of two) and pads the last chunk by repeating its
