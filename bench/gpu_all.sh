@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU measurement in one run (about 4-5 minutes on an H100), tables to $OUT (default ./bench_out).
+# Every GPU measurement in one run (about 6-8 minutes on an H200), tables to $OUT (default ./bench_out).
 #   bash bench/gpu_all.sh
 # Needs spandrel and facenet-pytorch; where missing they are installed from wheels in .whl/
 # (see bench/README.md). Each step has its own time limit so one slow step cannot eat the rest.
