@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU measurement in one run (about 6-8 minutes on an H200), tables to $OUT (default ./bench_out).
+# Every GPU measurement in one run (about 8-10 minutes on an H200), tables to $OUT (default ./bench_out).
 #   bash bench/gpu_all.sh
 # Needs spandrel and facenet-pytorch; where missing they are installed from wheels in .whl/
 # (see bench/README.md). Each step has its own time limit so one slow step cannot eat the rest.
@@ -28,7 +28,8 @@ step() {  # step NAME SECONDS COMMAND...
 step model_forward 170 $PY -m bench.model_forward --device cuda --batches 1 8 --rounds 8 --no-ranges --out "$OUT/tables.md"
 # 2. Pipeline: group photo + 32 video frames, ours against the facexlib-style loop.
 step pipeline 150 $PY -m bench.pipeline --device cuda --precisions fp32 bf16 fp16 --frames 32 --rounds 2 --out "$OUT/tables.md"
-# 3. torch.compile (inductor, default mode) of the bf16 weight-cast model, batch 8: does it pay?
-step compile 220 $PY -m bench.model_forward --device cuda --batches 8 --rounds 10 --compile --only "ours bf16 weights cast (no autocast)" "ours bf16 weights cast, torch.compile(default)" --no-ranges --out "$OUT/tables.md"
+# 3. torch.compile (inductor, default mode) in bf16, batch 8: the bf16-cast model NCHW and
+#    channels-last, and the autocast model channels-last (compiling takes ~80 s each on an H200).
+step compile 330 $PY -m bench.model_forward --device cuda --batches 8 --rounds 10 --compile --only "ours bf16 weights cast (no autocast)" "ours bf16 weights cast, torch.compile(default)" "ours bf16 weights cast, channels-last, torch.compile(default)" "ours bf16, channels-last, torch.compile(default)" --no-ranges --out "$OUT/tables.md"
 echo "tables: $OUT/tables.md"
 cat "$OUT/tables.md" 2>/dev/null | tail -c 6000

@@ -190,6 +190,10 @@ def matrix_bench(args) -> str:
     half = ["bf16", "fp16"] if cuda else ["bf16"]
     compiled = torch.compile(fast, mode=args.compile_mode) if args.compile else None
     compiled_cast = torch.compile(cast_bf16, mode=args.compile_mode) if args.compile else None
+    # Channels-last measured 4.51x compiled in an earlier build (islands on), NCHW 3.3-3.7x today.
+    cast_bf16_cl = copy.deepcopy(fast_cl).to(torch.bfloat16)
+    compiled_cl = torch.compile(fast_cl, mode=args.compile_mode) if args.compile else None
+    compiled_cast_cl = torch.compile(cast_bf16_cl, mode=args.compile_mode) if args.compile else None
     out_lines = []
     for batch in args.batches:
         x = photo_batch(batch, size).to(dev)
@@ -223,6 +227,10 @@ def matrix_bench(args) -> str:
                 (lambda x=x: compiled_cast(x.bfloat16())), "half", None)
         if compiled is not None:
             variants[f"ours bf16, torch.compile({args.compile_mode})"] = (ours(compiled, "bf16"), "half", None)
+            variants[f"ours bf16, channels-last, torch.compile({args.compile_mode})"] = (
+                ours(compiled_cl, "bf16"), "half", None)
+            variants[f"ours bf16 weights cast, channels-last, torch.compile({args.compile_mode})"] = (
+                (lambda x=x: compiled_cast_cl(x.bfloat16().contiguous(memory_format=torch.channels_last))), "half", None)
         if args.only:
             keep = ("spandrel fp32 (cuDNN TF32, torch default)", "spandrel fp32 strict")
             variants = {k: v for k, v in variants.items() if k in keep or k in args.only}
