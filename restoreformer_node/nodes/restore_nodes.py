@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..faces.color import COLOR_MATCH_MODES
-from ..faces.compiled import compiled_batch
+from ..faces.compiled import compile_failure, compiled_batch
 from ..faces.paste import DEFAULT_ERODE, DEFAULT_FEATHER
 from ..faces.pipeline import align_faces, paste_crops, restore_faces
 from ..faces.restore import PRECISIONS, activation_bytes_per_crop, pick_chunk_size
@@ -153,14 +153,13 @@ class RestoreFaces:
         )
         notes.extend(result.notes)
         options = getattr(model, "compile_options", None)
+        ran = precision if device.type != "cpu" else "fp32"
         compiled = ""
         if n and options is not None:
             chunk = compiled_batch(n, chunk)  # what restore_crops really runs per call
-            if not any(note.startswith(f"{options.describe()} failed") for note in notes):
+            if compile_failure(model.model, options, device, ran) is None:
                 compiled = options.describe()
-        report = _report(
-            found, n, notes, model.name, precision if device.type != "cpu" else "fp32", chunk, compiled
-        )
+        report = _report(found, n, notes, model.name, ran, chunk, compiled)
         if not n or any("no face" in note for note in notes):
             notify(report)
         crops = to_image(result.crops) if n else placeholder_image(config.resolution)
