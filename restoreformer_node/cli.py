@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -39,7 +40,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_openmp_workers() -> None:
+    """Let OpenMP's idle worker threads sleep instead of spin-waiting, unless the user chose.
+
+    On a CPU the network's big convolutions run on NNPACK's own thread pool; spinning OpenMP
+    workers left over from the ops in between compete with it for the cores (2.06x spandrel's
+    forward instead of 1.78-1.83x on the 2-core bench machine, bench/README.md). libgomp reads the
+    setting once, when PyTorch loads, so this only takes effect before the first `import torch`.
+    """
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    quiet_openmp_workers()
     args = build_parser().parse_args(argv)
     from .weights import WeightLoadError
 

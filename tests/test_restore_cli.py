@@ -112,3 +112,31 @@ def test_parser_choices_match_the_pipeline_and_need_no_torch():
     run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "False"  # building the parser imported no torch
+
+
+@pytest.mark.parametrize(
+    "preset,import_torch_first,expected",
+    [(None, False, "PASSIVE"), ("ACTIVE", False, "ACTIVE"), (None, True, None)],
+    ids=["unset", "user-choice", "torch-already-loaded"],
+)
+def test_command_line_lets_openmp_workers_sleep(weights, preset, import_torch_first, expected):
+    """libgomp reads OMP_WAIT_POLICY once, when torch loads. The command line sets PASSIVE before
+    that (NNPACK's convolutions then get the cores), leaves a user's own value alone, and does not
+    pretend to change anything once torch is already loaded."""
+    import os
+
+    code = (
+        "import os, sys\n"
+        + ("import torch\n" if import_torch_first else "")
+        + "from restoreformer_node import cli\n"
+        "rc = cli.main(['info', sys.argv[1]])\n"
+        "print('rc', rc, 'torch', 'torch' in sys.modules, 'policy', os.environ.get('OMP_WAIT_POLICY'))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if preset is not None:
+        env["OMP_WAIT_POLICY"] = preset
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(weights)], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr
+    assert f"rc 0 torch True policy {expected}" in run.stdout, run.stdout[-500:]
