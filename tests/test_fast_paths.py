@@ -189,7 +189,7 @@ def test_winograd_is_skipped_where_it_does_not_pay_or_apply():
 def test_optimised_model_uses_winograd_and_nearest_upsample_at_full_resolution():
     """The default CPU model is NCHW (NNPACK reads NCHW), its 3x3 stride-1 convolutions are
     FastConv3x3 and every one that sees a 32 px or larger map calls NNPACK; an upsample whose
-    output reaches 32 px runs nearest + that convolution instead of the sub-pixel kernels."""
+    input is 32 px or larger runs nearest + that convolution instead of the sub-pixel kernels."""
     model = optimize_for_inference(random_restoreformer())
     assert model.encoder.conv_in.weight.is_contiguous()
     assert isinstance(model.decoder.conv_out, FastConv3x3)

@@ -235,8 +235,13 @@ class FastConv3x3(nn.Conv2d):
     [-1, 1] output (bench/README.md).
     """
 
+    def uses_winograd(self, x: torch.Tensor) -> bool:
+        """Whether forward(x) takes NNPACK (not switched off by optimize_for_inference's
+        `winograd=False`, and `winograd_applies`)."""
+        return getattr(self, "winograd", True) and winograd_applies(x, self.weight)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if getattr(self, "winograd", True) and winograd_applies(x, self.weight):
+        if self.uses_winograd(x):
             try:
                 return _winograd_conv(x, self.weight, self.bias)
             except RuntimeError as exc:  # never lose a run to the fast path
@@ -310,14 +315,10 @@ class FastUpsample(Upsample):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled():
             return super().forward(x)
-        if (
-            isinstance(self.conv, FastConv3x3)
-            and getattr(self.conv, "winograd", True)
-            and min(x.shape[-2:]) * 2 >= WINOGRAD_MIN_SIDE
-            and winograd_applies(x, self.conv.weight)
-        ):
-            # Winograd at full resolution needs fewer multiplies than the sub-pixel kernels
-            # (about 7 vs 16 per output pixel and channel pair) and measured faster.
+        if isinstance(self.conv, FastConv3x3) and self.conv.uses_winograd(x):
+            # Low-resolution input of 32+ px: Winograd at full resolution needs fewer multiplies
+            # than the sub-pixel kernels (about 7 vs 16 per output pixel and channel pair) and
+            # measured faster. Smaller inputs keep the sub-pixel kernels.
             return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
         weight4 = self._phase_weight()
         lean = _lean_dtype(x)
