@@ -8,7 +8,7 @@ from ..faces.color import COLOR_MATCH_MODES
 from ..faces.compiled import compile_failure, compiled_batch
 from ..faces.paste import DEFAULT_ERODE, DEFAULT_FEATHER
 from ..faces.pipeline import align_faces, paste_crops, restore_faces
-from ..faces.restore import PRECISIONS, activation_bytes_per_crop, pick_chunk_size
+from ..faces.restore import PRECISIONS, activation_bytes_per_crop, pick_chunk_size, resolve_precision
 from ..faces.template import CROP_SIZE
 from .common import (
     Progress,
@@ -153,7 +153,7 @@ class RestoreFaces:
         )
         notes.extend(result.notes)
         options = getattr(model, "compile_options", None)
-        ran = precision if device.type != "cpu" else "fp32"
+        ran, _ = resolve_precision(precision, device)  # the precision restore_crops ran (and keyed)
         compiled = ""
         if n and options is not None:
             chunk = compiled_batch(n, chunk)  # what restore_crops really runs per call
