@@ -28,7 +28,7 @@ import torch
 from bench.common import FLOP_PER_512, diff, random_model, spandrel_twin, sync
 from restoreformer_node.model import RESTOREFORMER, tiny_config
 from restoreformer_node.model.fast import HALF_ISLANDS, optimize_for_inference, winograd_available
-from restoreformer_node.model.precision import precision_scope
+from restoreformer_node.model.precision import cast_weights, precision_scope
 
 # Dense peak rates (TFLOP/s) by card name fragment: (bf16/fp16 tensor, tf32 tensor, fp32 plain).
 PEAKS = {
@@ -186,14 +186,14 @@ def matrix_bench(args) -> str:
     twin_bf16 = copy.deepcopy(twin).to(torch.bfloat16)
     fast = optimize_for_inference(copy.deepcopy(model))  # NCHW on a GPU (prefers_channels_last)
     fast_cl = optimize_for_inference(copy.deepcopy(model), channels_last=True)
-    cast_bf16 = copy.deepcopy(fast).to(torch.bfloat16)
+    cast_bf16 = cast_weights(copy.deepcopy(fast), "bf16")  # what weight_dtype bf16 loads
     half = ["bf16", "fp16"] if cuda else ["bf16"]
     compiled = torch.compile(fast, mode=args.compile_mode) if args.compile else None
     compiled_cast = torch.compile(cast_bf16, mode=args.compile_mode) if args.compile else None
     # Channels-last measured 4.51x compiled in an earlier build (islands on), NCHW 3.3-3.7x today.
     compiled_cl = torch.compile(fast_cl, mode=args.compile_mode) if args.compile else None
     compiled_cast_cl = (
-        torch.compile(copy.deepcopy(fast_cl).to(torch.bfloat16), mode=args.compile_mode) if args.compile else None
+        torch.compile(cast_weights(copy.deepcopy(fast_cl), "bf16"), mode=args.compile_mode) if args.compile else None
     )
     out_lines = []
     for batch in args.batches:

@@ -36,7 +36,7 @@ from restoreformer_node.faces.alignment import face_arrays
 from restoreformer_node.faces.pipeline import restore_faces
 from restoreformer_node.model import RESTOREFORMER, tiny_config
 from restoreformer_node.model.fast import optimize_for_inference
-from restoreformer_node.model.precision import precision_scope
+from restoreformer_node.model.precision import cast_weights, precision_scope
 
 
 def _photos() -> list[np.ndarray]:
@@ -159,6 +159,8 @@ def run(args) -> str:
     config = tiny_config(RESTOREFORMER) if args.tiny else RESTOREFORMER
     base = random_model(config).to(dev)
     fast = optimize_for_inference(copy.deepcopy(base))
+    # Load RestoreFormer Model's weight_dtype bf16 (the CLI's --precision bf16 on a GPU); a GPU row (CPU: dry run).
+    fast_bf16 = cast_weights(copy.deepcopy(fast), "bf16") if (cuda or args.tiny) and "bf16" in args.precisions else None
     twin = spandrel_twin(base) if args.spandrel_row else None
     size = config.resolution
     workloads = {"group photo (1920x1080, 6 faces)": group_photo()[None],
@@ -179,15 +181,18 @@ def run(args) -> str:
             continue
         images = torch.from_numpy(frames).float() / 255.0  # CPU, as ComfyUI hands it over
         rows = [(p, fast, "ours fast model") for p in args.precisions]
+        if fast_bf16 is not None:
+            rows.append(("bf16", fast_bf16, "bf16 weights"))
         if twin is not None:
             rows.append(("fp32", twin, "spandrel"))
         for precision, _net, _label in rows:
             if precision == "fp16" and not cuda:
                 continue
-            baseline_net = _spandrel_net(twin) if _label == "spandrel" else fast
+            ours_net = fast_bf16 if _label == "bf16 weights" else fast
+            baseline_net = _spandrel_net(twin) if _label == "spandrel" else ours_net
 
-            def ours(precision=precision, images=images, faces=faces):
-                return restore_faces(images, fast, faces, precision=precision).images
+            def ours(precision=precision, net=ours_net, images=images, faces=faces):
+                return restore_faces(images, net, faces, precision=precision).images
 
             def baseline(precision=precision, net=baseline_net, frames=frames, faces=faces):
                 return baseline_restore(frames, faces, net, dev, precision, size)
@@ -199,7 +204,7 @@ def run(args) -> str:
                 continue
             o, b, mem, ours_img, base_img = row
             d = np.abs(ours_img.astype(np.int16) - base_img.astype(np.int16)).max()
-            label = precision if _label != "spandrel" else "fp32 (baseline runs spandrel)"
+            label = {"spandrel": "fp32 (baseline runs spandrel)", "bf16 weights": "bf16 weights"}.get(_label, precision)
             table.row(wname, n, label, f"{o:.3f}", f"{n / o:.1f}", f"{b:.3f}", f"{n / b:.1f}", f"{b / o:.2f}x",
                       f"{mem['ours']:.2f}", f"{mem['baseline']:.2f}", int(d))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20

@@ -49,7 +49,7 @@ def add_restore_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--detector-weights", metavar="FILE", help="facexlib's RetinaFace .pth for a retinaface detector")
     p.add_argument("--select", choices=("all", "largest"), default="all", help="restore all faces or the largest per image")
     p.add_argument("--strength", type=float, default=1.0, help="0 keeps the original face, 1 the restored one (default 1)")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="network arithmetic on a GPU (a CPU runs fp32)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="network arithmetic on a GPU (a CPU runs fp32); bf16 also stores the weights in bf16 (faster, half the memory)")
     p.add_argument(
         "--compile",
         action="store_true",
@@ -181,6 +181,7 @@ def run_restore(args: argparse.Namespace) -> int:
     from .faces.detection import FaceSelection, find_faces, load_detector
     from .faces.pipeline import restore_faces
     from .model.fast import optimize_for_inference, prefers_channels_last
+    from .model.precision import cast_weights, stored_weight_dtype
     from .weights import load_restoreformer
 
     out = Path(args.out)
@@ -203,13 +204,18 @@ def run_restore(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     started = time.perf_counter()
     model = load_restoreformer(args.model, device=device)
+    # bf16 on a GPU: store the weights in bf16 and run natively, faster than autocast over fp32
+    # weights and half the memory (the CLI owns its network; a CPU keeps fp32 and says so later).
+    stored, _ = stored_weight_dtype(args.precision if args.precision == "bf16" else "fp32", device)
+    cast_weights(model, stored)
     optimize_for_inference(model, channels_last=prefers_channels_last(device))  # same weights, faster blocks
     detector = load_detector(args.detector, args.detector_weights, device)
     selection = FaceSelection(mode=args.select)
     compile_options = CompileOptions(mode=args.compile_mode) if args.compile else None
     # A compile failure is logged once as a warning (stderr) by faces/compiled.py.
     how = f", {compile_options.describe()} (the first batch compiles: a minute or more)" if compile_options else ""
-    print(f"{Path(args.model).name}: {model.config.variant} on {device}{how}; detector {args.detector}")
+    weights = ", bf16 weights" if stored == "bf16" else ""
+    print(f"{Path(args.model).name}: {model.config.variant} on {device}{weights}{how}; detector {args.detector}")
 
     failed = 0
     loaded = []

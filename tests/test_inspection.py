@@ -7,6 +7,7 @@ real test photos. Every property checked here is exact for any weights.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -16,6 +17,7 @@ from inspection_fixtures import face_crops
 
 from restoreformer_node import inspection as ins
 from restoreformer_node.model import RESTOREFORMER, RESTOREFORMER_PLUSPLUS, tiny_config
+from restoreformer_node.model.precision import cast_weights
 
 VARIANTS = {"RF": RESTOREFORMER, "RF++": RESTOREFORMER_PLUSPLUS}
 
@@ -253,6 +255,24 @@ def test_attention_weights_of_every_head_sum_to_one(model, crops):
         assert w.shape == (2, model.config.heads, lv.grid**2, lv.grid**2)
         assert torch.allclose(w.sum(-1), torch.ones(w.shape[:-1]), atol=1e-5)
         assert float(w.min()) >= 0
+
+
+def test_a_bf16_stored_network_is_inspected_like_the_fp32_one(model, crops, codes):
+    """A network loaded with weight_dtype bf16: codes, attention and dictionary tiles come out in
+    fp32 and agree with the fp32 network up to bf16 rounding (a few near-tied cells may flip).
+    Tiles go through the whole decoder, where these random weights amplify bf16 rounding (0.04-0.1
+    mean against fp32, the same under bf16 autocast), so they are held to the autocast result."""
+    half = cast_weights(copy.deepcopy(model), "bf16")
+    half_codes = ins.encode_codes(half, crops)
+    assert half_codes.distances.dtype == torch.float32
+    assert (half_codes.indices == codes.indices).float().mean() >= 0.95  # 0.99 measured
+    level = ins.attention_levels(half)[0]
+    w = ins.trace_attention(half, crops, [level.name])[level.name]
+    assert w.dtype == torch.float32 and torch.allclose(w.sum(-1), torch.ones(w.shape[:-1]), atol=2e-2)
+    tiles = ins.decode_entries(half, [0, 1, 2])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = ins.decode_entries(model, [0, 1, 2])
+    assert tiles.dtype == torch.float32 and (tiles - ref).abs().max() <= 1e-2  # equal measured
 
 
 def test_attention_levels_per_variant():

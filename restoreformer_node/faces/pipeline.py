@@ -21,7 +21,7 @@ from .alignment import _LUMA, BORDER_MODES, face_arrays, warp_to_crops
 from .color import COLOR_MATCH_MODES, match_colors
 from .compiled import CompileOptions, compile_failure
 from .paste import DEFAULT_ERODE, DEFAULT_FEATHER, crop_space_mask, paste_faces
-from .restore import resolve_precision, restore_crops
+from .restore import network_dtype, resolve_precision, restore_crops
 from .types import Faces
 
 Progress = Callable[[int, int], None]  # (faces done, faces in total); may raise to stop
@@ -203,7 +203,7 @@ def restore_faces(
     device = torch.device(device) if device is not None else model_device(model, images.device)
     size = model_crop_size(model, faces, crop_size)
     notes = list(no_face_notes(faces))
-    precision, precision_note = resolve_precision(precision, device)
+    precision, precision_note = resolve_precision(precision, device, network_dtype(model))
     if not faces.faces:
         empty_mask = torch.zeros(B, H, W, dtype=torch.float32, device=images.device)
         empty_crops = torch.zeros(0, size, size, 3, dtype=torch.float32, device=images.device)

@@ -19,19 +19,33 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 CPU_CHUNK = 4  # crops per call on a CPU: enough to amortise the call, small enough for RAM
 MAX_CHUNK = 64
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+_NAMES = {dtype: name for name, dtype in _DTYPES.items()}
 
 ChunkCallback = Callable[[int, int], None]  # (crops done, crops in total); may raise to stop
 
 
-def resolve_precision(precision: str, device: torch.device | str) -> tuple[str, str | None]:
+def resolve_precision(
+    precision: str, device: torch.device | str, weight_dtype: torch.dtype = torch.float32
+) -> tuple[str, str | None]:
     """The precision that will really run on `device`, and a note when it differs from the request.
 
     Half precisions run through autocast on accelerators; on a CPU they would be slow and lossy,
-    so the request falls back to fp32 and says so.
+    so the request falls back to fp32 and says so. A network whose weights are bf16 (Load
+    RestoreFormer Model's weight_dtype) runs natively in bf16 whatever is asked.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     device = torch.device(device)
+    if weight_dtype != torch.float32:
+        held = _NAMES.get(weight_dtype)
+        if held is None:
+            raise ValueError(f"the network's weights are {weight_dtype}; expected one of {PRECISIONS}")
+        if held == precision:
+            return held, None
+        return held, (
+            f"the network's weights are {held}, so it ran in {held}, not {precision} (load the model "
+            "with weight_dtype fp32 to choose the precision here)"
+        )
     if precision != "fp32" and device.type == "cpu":
         return "fp32", f"precision {precision} is for GPUs; running fp32 on the CPU instead"
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -88,13 +102,15 @@ def pick_chunk_size(
     return int(max(1, min(MAX_CHUNK, (0.7 * free_bytes) // per)))
 
 
-def _autocast(device: torch.device, precision: str):
-    if precision == "fp32" or device.type == "cpu":
+def _autocast(device: torch.device, precision: str, weight_dtype: torch.dtype):
+    # Half weights run natively: autocast would only add casts (and fp32 norms) around them.
+    if precision == "fp32" or device.type == "cpu" or weight_dtype != torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
 
 
-def _model_dtype(model: torch.nn.Module) -> torch.dtype:
+def network_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The dtype of the network's (first) weights: what its inputs are cast to."""
     for p in model.parameters():
         return p.dtype
     return torch.float32
@@ -123,14 +139,14 @@ def restore_crops(
     if crops.ndim != 4 or crops.shape[1] != 3:
         raise ValueError(f"crops must be [N, 3, S, S], got {tuple(crops.shape)}")
     device = crops.device
-    precision, _ = resolve_precision(precision, device)
+    dtype = network_dtype(model)
+    precision, _ = resolve_precision(precision, device, dtype)
     n = crops.shape[0]
     if chunk_size is None:
         chunk_size = pick_chunk_size(getattr(model, "config", None), device, precision)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     out = torch.empty(crops.shape, dtype=torch.float32, device=device)
-    dtype = _model_dtype(model)
     network: Callable[[torch.Tensor], torch.Tensor] = model
     if compile_options is not None and strength > 0 and n > 0:
         network = compiled_network(model, compile_options, device, dtype, precision)
@@ -142,7 +158,7 @@ def restore_crops(
             x = (chunk * 2 - 1).to(dtype)
             if network is not model:
                 x = pad_batch(x, chunk_size)  # one static graph for every chunk
-            with torch.inference_mode(), _autocast(device, precision):
+            with torch.inference_mode(), _autocast(device, precision, dtype):
                 raw = network(x)[: chunk.shape[0]]
             restored = (raw.float().clamp(-1, 1) + 1) / 2
             out[start : start + chunk_size] = torch.lerp(chunk, restored, strength)

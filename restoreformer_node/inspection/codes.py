@@ -24,7 +24,9 @@ def model_device_dtype(model: RestoreFormer) -> tuple[torch.device, torch.dtype]
     return weight.device, weight.dtype
 
 
-def to_model_input(crops: torch.Tensor, config: RestoreFormerConfig) -> torch.Tensor:
+def to_model_input(
+    crops: torch.Tensor, config: RestoreFormerConfig, dtype: torch.dtype | None = None
+) -> torch.Tensor:
     """Aligned face crops [N, 3, S, S] in 0..1 -> network input [N, 3, R, R] in -1..1.
 
     R is the resolution the network was built for (`config.resolution`: 512 for the published
@@ -41,7 +43,10 @@ def to_model_input(crops: torch.Tensor, config: RestoreFormerConfig) -> torch.Te
         )
     if crops.shape[0] == 0:
         raise ValueError("no face crops were given (the batch is empty)")
-    return resize(crops, config.resolution) * 2 - 1
+    # Resized in the crops' own precision (antialiased resizing has no bf16 kernel on CPUs), then
+    # cast to the network's weight dtype (bf16 for a model loaded with weight_dtype bf16).
+    x = resize(crops.float(), config.resolution) * 2 - 1
+    return x if dtype is None else x.to(dtype)
 
 
 @dataclass(frozen=True)
@@ -71,9 +76,9 @@ def encode_codes(
     device, dtype = model_device_dtype(model)
     indices, distances = [], []
     for start in range(0, crops.shape[0], max(1, batch_size)):
-        chunk = crops[start : start + max(1, batch_size)].to(device=device, dtype=dtype)
+        chunk = crops[start : start + max(1, batch_size)].to(device=device)
         trace = Trace()
-        model.encode(to_model_input(chunk, model.config), trace)
+        model.encode(to_model_input(chunk, model.config, dtype), trace)
         indices.append(trace.indices.cpu())
         distances.append(trace.distances.float().cpu())
         if on_step is not None:

@@ -110,7 +110,7 @@ def trace_attention(model: RestoreFormer, crops: torch.Tensor, names: list[str])
     pass): name -> [N, heads, queries, keys] float32 on the CPU, queries and keys in raster order."""
     device, dtype = model_device_dtype(model)
     trace = Trace()
-    model(to_model_input(crops.to(device=device, dtype=dtype), model.config), trace)
+    model(to_model_input(crops.to(device=device), model.config, dtype), trace)
     missing = [n for n in names if n not in trace.attention]
     if missing:
         raise ValueError(f"the model has no attention block named {missing}")

@@ -8,7 +8,13 @@ from ..faces.color import COLOR_MATCH_MODES
 from ..faces.compiled import compile_failure, compiled_batch
 from ..faces.paste import DEFAULT_ERODE, DEFAULT_FEATHER
 from ..faces.pipeline import align_faces, paste_crops, restore_faces
-from ..faces.restore import PRECISIONS, activation_bytes_per_crop, pick_chunk_size, resolve_precision
+from ..faces.restore import (
+    PRECISIONS,
+    activation_bytes_per_crop,
+    network_dtype,
+    pick_chunk_size,
+    resolve_precision,
+)
 from ..faces.template import CROP_SIZE
 from .common import (
     Progress,
@@ -131,10 +137,13 @@ class RestoreFaces:
         found, notes = detect_for_restore(image, faces, detector)
         n = len(found)
         config = model.config
+        dtype = network_dtype(model.model)
         chunk = 0
         if n:
-            device = model.load_to_device(activation_bytes_per_crop(config, precision) * min(n, 4))
-            chunk = pick_chunk_size(config, device, precision, free_memory(device))
+            # bf16 weights run in bf16 whatever is asked: size the memory for what will run.
+            sizing, _ = resolve_precision(precision, model.patcher.load_device, dtype)
+            device = model.load_to_device(activation_bytes_per_crop(config, sizing) * min(n, 4))
+            chunk = pick_chunk_size(config, device, sizing, free_memory(device))
         else:
             device = compute_device()
         result = restore_faces(
@@ -151,9 +160,10 @@ class RestoreFaces:
             device=device,
             compile_options=getattr(model, "compile_options", None),
         )
+        notes.extend(getattr(model, "notes", ()))  # what the loader could not honour
         notes.extend(result.notes)
         options = getattr(model, "compile_options", None)
-        ran, _ = resolve_precision(precision, device)  # the precision restore_crops ran (and keyed)
+        ran, _ = resolve_precision(precision, device, dtype)  # the precision restore_crops ran (and keyed)
         compiled = ""
         if n and options is not None:
             chunk = compiled_batch(n, chunk)  # what restore_crops really runs per call
