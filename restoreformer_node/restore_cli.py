@@ -54,7 +54,8 @@ def add_restore_parser(subparsers: argparse._SubParsersAction) -> None:
         "--compile",
         action="store_true",
         help="run the network through torch.compile: the first batch compiles (about a minute), later "
-        "ones run faster; pays for many images (video frames). Falls back to normal runs if it fails",
+        "ones run faster; pays for many images (video frames) on a GPU. Falls back to normal runs if it "
+        "fails; a CPU runs uncompiled, which is faster there (RESTOREFORMER_COMPILE_ON_CPU=1 forces it)",
     )
     p.add_argument("--compile-mode", choices=COMPILE_MODES, default="default", help="torch.compile mode for --compile")
     p.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda, cuda:1, mps")
@@ -177,7 +178,7 @@ def _batches(items: list, batch: int) -> Iterator[list]:
 def run_restore(args: argparse.Namespace) -> int:
     import torch
 
-    from .faces.compiled import CompileOptions
+    from .faces.compiled import CompileOptions, compile_skipped
     from .faces.detection import FaceSelection, find_faces, load_detector
     from .faces.pipeline import restore_faces
     from .model.fast import optimize_for_inference, prefers_channels_last
@@ -213,7 +214,10 @@ def run_restore(args: argparse.Namespace) -> int:
     selection = FaceSelection(mode=args.select)
     compile_options = CompileOptions(mode=args.compile_mode) if args.compile else None
     # A compile failure is logged once as a warning (stderr) by faces/compiled.py.
-    how = f", {compile_options.describe()} (the first batch compiles: a minute or more)" if compile_options else ""
+    how = ""
+    if compile_options is not None:
+        skipped = compile_skipped(compile_options, device)
+        how = f"; {skipped}" if skipped else f", {compile_options.describe()} (the first batch compiles: a minute or more)"
     weights = ", bf16 weights" if stored == "bf16" else ""
     print(f"{Path(args.model).name}: {model.config.variant} on {device}{weights}{how}; detector {args.detector}")
 

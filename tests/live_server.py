@@ -116,7 +116,11 @@ class LiveComfyUI:
             "--temp-directory", str(self.work),  # becomes <work>/temp, wiped at exit
             "--database-url", f"sqlite:///{self.work / 'user' / 'comfyui.db'}",
         ]  # fmt: skip
-        env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", DO_NOT_TRACK="1")
+        # RESTOREFORMER_COMPILE_ON_CPU: the compile node compiles on this CPU server too (by default a
+        # CPU restores uncompiled, being faster so), so test_live_compile runs inductor for real.
+        env = dict(
+            os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", DO_NOT_TRACK="1", RESTOREFORMER_COMPILE_ON_CPU="1"
+        )
         with open(self.log_path, "wb") as log:
             # A new session makes the server the leader of its own process group, so stop() can end
             # it and its children without touching anything else.

@@ -75,7 +75,7 @@ def test_five_crops_in_chunks_of_two_compile_one_graph_and_equal_eager():
     crops = _crops(5)
     eager = restore_crops(net, crops, chunk_size=2)
     backend = RecordingBackend()
-    options = CompileOptions(backend=backend)
+    options = CompileOptions(backend=backend, on_cpu=True)
     out = restore_crops(net, crops, chunk_size=2, compile_options=options)
     again = restore_crops(net, crops[:3], chunk_size=2, compile_options=options)
     assert backend.batches == [2]
@@ -83,6 +83,39 @@ def test_five_crops_in_chunks_of_two_compile_one_graph_and_equal_eager():
     # The last chunk ran padded to 2: batch-size-dependent float rounding only.
     torch.testing.assert_close(out, eager, rtol=0, atol=1e-5)
     torch.testing.assert_close(again, eager[:3], rtol=0, atol=1e-5)
+
+
+def test_a_cpu_restores_uncompiled_unless_asked_and_says_why(monkeypatch):
+    """On a CPU the eager network is faster than inductor's (3.5 s against 5.8 s per 512x512 face,
+    bench/compile_restore.py), so the default options capture nothing, keep the memory chunks
+    (no power-of-two padding) and the pipeline tells the user; on_cpu or the environment variable
+    compiles anyway."""
+    from pipeline_fixtures import landmarks_at, make_faces
+
+    from restoreformer_node.faces.compiled import CPU_ENV, compile_skipped
+    from restoreformer_node.faces.pipeline import restore_faces
+
+    monkeypatch.delenv(CPU_ENV, raising=False)
+    net = _loaded_like_the_nodes(seed=6)
+    crops = _crops(3, seed=6)
+    backend = RecordingBackend()
+    calls = []
+    net.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    out = restore_crops(net, crops, chunk_size=2, compile_options=CompileOptions(backend=backend))
+    assert backend.batches == [] and calls == [2, 1]  # eager chunks, the last one not padded
+    assert torch.equal(out, restore_crops(net, crops, chunk_size=2))
+    note = compile_skipped(CompileOptions(), "cpu")
+    assert "skipped on the CPU" in note and CPU_ENV in note
+    assert compile_skipped(CompileOptions(), "cuda") is None
+    assert compile_skipped(CompileOptions(on_cpu=True), "cpu") is None
+    images = torch.rand(1, 96, 96, 3)
+    faces = make_faces([(0, landmarks_at(48, 48, 40, 0))], 1, 96, 96)
+    result = restore_faces(images, net, faces, compile_options=CompileOptions(backend=backend))
+    assert note in result.notes and backend.batches == []
+    monkeypatch.setenv(CPU_ENV, "1")
+    assert compile_skipped(CompileOptions(), "cpu") is None
+    restore_crops(net, crops, chunk_size=2, compile_options=CompileOptions(backend=backend))
+    assert backend.batches == [2]
 
 
 def test_the_fast_network_compiles_nothing_after_the_first_chunk():
@@ -94,7 +127,7 @@ def test_the_fast_network_compiles_nothing_after_the_first_chunk():
     backend = RecordingBackend()
     after_chunk: list[int] = []
     out = restore_crops(
-        net, crops, chunk_size=2, compile_options=CompileOptions(backend=backend),
+        net, crops, chunk_size=2, compile_options=CompileOptions(backend=backend, on_cpu=True),
         callback=lambda done, total: after_chunk.append(len(backend.batches)),
     )
     assert after_chunk == [1, 1, 1]  # one graph, no break, no recompile for the padded chunk
@@ -114,7 +147,7 @@ def test_compiling_keeps_the_cpu_nnpack_path_and_traces_it():
     if not fast.winograd_available():
         pytest.skip("no NNPACK in this PyTorch build or on this CPU")
     backend = RecordingBackend()
-    restore_crops(net, _crops(2, seed=9), chunk_size=2, compile_options=CompileOptions(backend=backend))
+    restore_crops(net, _crops(2, seed=9), chunk_size=2, compile_options=CompileOptions(backend=backend, on_cpu=True))
     assert fast.winograd_available(), "compiling switched NNPACK off for eager runs too"
     assert backend.batches[:1] == [2]  # the first graph starts at the input crops
 
@@ -124,7 +157,7 @@ def test_a_failing_compile_warns_once_and_restores_eagerly(caplog):
     crops = _crops(5, seed=3)
     eager = restore_crops(net, crops, chunk_size=2)
     backend = FailingBackend()
-    options = CompileOptions(backend=backend)
+    options = CompileOptions(backend=backend, on_cpu=True)
     with caplog.at_level(logging.WARNING, logger="restoreformer"):
         out = restore_crops(net, crops, chunk_size=2, compile_options=options)
         again = restore_crops(net, crops, chunk_size=2, compile_options=options)
@@ -150,7 +183,7 @@ def test_inductor_compiled_restore_equals_eager():
     counters.clear()
     graphs_after_chunk: list[int] = []
     out = restore_crops(
-        net, crops, chunk_size=2, compile_options=CompileOptions(),
+        net, crops, chunk_size=2, compile_options=CompileOptions(on_cpu=True),
         callback=lambda done, total: graphs_after_chunk.append(counters["stats"]["unique_graphs"]),
     )
     assert compile_failure(net) is None, compile_failure(net)
@@ -170,7 +203,7 @@ def test_without_a_cxx_compiler_inductor_fails_and_restoration_goes_on(caplog):
     eager = restore_crops(net, crops, chunk_size=4)
     patch = {"cpp.cxx": (None, "/nonexistent/bin/g++"), "force_disable_caches": True}
     with torch._inductor.config.patch(patch), caplog.at_level(logging.WARNING, logger="restoreformer"):
-        out = restore_crops(net, crops, chunk_size=4, compile_options=CompileOptions())
+        out = restore_crops(net, crops, chunk_size=4, compile_options=CompileOptions(on_cpu=True))
     warnings = [r.getMessage() for r in caplog.records if r.name == "restoreformer" and r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "install a C++ compiler" in warnings[0], warnings
     torch.testing.assert_close(out, eager, rtol=0, atol=1e-5)
@@ -202,13 +235,14 @@ def test_cli_compile_modes_match_the_library():
 
 
 @pytest.mark.slow
-def test_cli_compile_restores_like_the_cli_without_it(tmp_path, astronaut, grace_hopper, capsys, caplog):
+def test_cli_compile_restores_like_the_cli_without_it(tmp_path, astronaut, grace_hopper, capsys, caplog, monkeypatch):
     """`restore --compile` on two real photos (MTCNN finds the faces), against the same command
     without --compile: the PNGs agree to one 8-bit level and nothing fell back."""
     import numpy as np
     from PIL import Image
 
     from restoreformer_node.cli import main
+    from restoreformer_node.faces.compiled import CPU_ENV
     from restoreformer_node.weights import save_restoreformer
 
     net = random_restoreformer(seed=8)
@@ -224,6 +258,7 @@ def test_cli_compile_restores_like_the_cli_without_it(tmp_path, astronaut, grace
     from torch._dynamo.utils import counters
 
     counters.clear()
+    monkeypatch.setenv(CPU_ENV, "1")  # a CPU restores uncompiled by default (faster there)
     with caplog.at_level(logging.WARNING, logger="restoreformer"):
         assert main([*common, "--out", str(tmp_path / "compiled"), "--compile"]) == 0
     assert counters["stats"]["unique_graphs"] >= 1  # graphs were really compiled

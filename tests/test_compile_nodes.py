@@ -98,7 +98,7 @@ def test_restore_faces_runs_the_compiled_network_and_matches_eager(rf_model):
     images, faces = _scene()
     eager_image, eager_mask, eager_crops, eager_report = _restore(images, rf_model, faces)
     backend = RecordingBackend()
-    compiled = dataclasses.replace(rf_model, compile_options=CompileOptions(backend=backend))
+    compiled = dataclasses.replace(rf_model, compile_options=CompileOptions(backend=backend, on_cpu=True))
     image, mask, crops, report = _restore(images, compiled, faces)
     assert backend.batches and 4 in backend.batches and set(backend.batches) <= {4, -1}
     assert "torch.compile recording/default" in report and "4 crops per call" in report
@@ -108,11 +108,30 @@ def test_restore_faces_runs_the_compiled_network_and_matches_eager(rf_model):
     torch.testing.assert_close(mask, eager_mask, rtol=0, atol=0)
 
 
+def test_the_compile_node_on_a_cpu_restores_uncompiled_and_the_report_says_why(rf_model, monkeypatch):
+    """What a CPU-only ComfyUI gets from the node: no graph captured, the eager result, and a
+    report that does not claim compiling but says why and how to force it."""
+    from restoreformer_node.faces.compiled import CPU_ENV
+
+    monkeypatch.delenv(CPU_ENV, raising=False)
+    images, faces = _scene()
+    eager_image, _, _, _ = _restore(images, rf_model, faces)
+    backend = RecordingBackend()
+    (compiled,) = CompileModel().compile(rf_model, "default")
+    compiled = dataclasses.replace(compiled, compile_options=dataclasses.replace(compiled.compile_options, backend=backend))
+    image, _, _, report = _restore(images, compiled, faces)
+    assert backend.batches == []
+    head, *notes = report.splitlines()
+    assert "torch.compile" not in head and "(fp32, 4 crops per call)" in head
+    assert any("torch.compile skipped on the CPU" in n and CPU_ENV in n for n in notes), report
+    assert torch.equal(image, eager_image)
+
+
 def test_a_failing_compile_is_reported_and_the_faces_are_still_restored(rf_model, caplog):
     images, faces = _scene()
     eager_image = _restore(images, rf_model, faces)[0]
     backend = FailingBackend()
-    compiled = dataclasses.replace(rf_model, compile_options=CompileOptions(backend=backend))
+    compiled = dataclasses.replace(rf_model, compile_options=CompileOptions(backend=backend, on_cpu=True))
     with caplog.at_level(logging.WARNING, logger="restoreformer"):
         image, _, _, report = _restore(images, compiled, faces)
         _, _, _, report_again = _restore(images, compiled, faces)

@@ -19,7 +19,7 @@ import torch
 
 from .alignment import _LUMA, BORDER_MODES, face_arrays, warp_to_crops
 from .color import COLOR_MATCH_MODES, match_colors
-from .compiled import CompileOptions, compile_failure
+from .compiled import CompileOptions, compile_failure, compile_skipped
 from .paste import DEFAULT_ERODE, DEFAULT_FEATHER, crop_space_mask, paste_faces
 from .restore import network_dtype, resolve_precision, restore_crops
 from .types import Faces
@@ -223,7 +223,8 @@ def restore_faces(
         compile_options=compile_options,
     )
     if compile_options is not None:
-        failure = compile_failure(model, compile_options, aligned.crops.device, precision)
+        skipped = compile_skipped(compile_options, aligned.crops.device)
+        failure = skipped or compile_failure(model, compile_options, aligned.crops.device, precision)
         if failure is not None:
             notes.append(failure)
     restored = from_rgb(restored_rgb, channels)

@@ -3,7 +3,8 @@
 Exactly one model call per chunk. The model is called as `model(x)` with x in [-1, 1] (the
 RestoreFormer convention), so any module with that contract works, the identity included.
 With `compile_options`, the call goes through torch.compile (`compiled.py`): chunks are a power
-of two and the last one is padded, so one static graph serves them all.
+of two and the last one is padded, so one static graph serves them all (not on a CPU, where the
+eager network is faster: `compile_skipped`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable
 
 import torch
 
-from .compiled import CompileOptions, compiled_batch, compiled_network, pad_batch
+from .compiled import CompileOptions, compile_skipped, compiled_batch, compiled_network, pad_batch
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 CPU_CHUNK = 4  # crops per call on a CPU: enough to amortise the call, small enough for RAM
@@ -148,7 +149,7 @@ def restore_crops(
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     out = torch.empty(crops.shape, dtype=torch.float32, device=device)
     network: Callable[[torch.Tensor], torch.Tensor] = model
-    if compile_options is not None and strength > 0 and n > 0:
+    if compile_options is not None and strength > 0 and n > 0 and compile_skipped(compile_options, device) is None:
         network = compiled_network(model, compile_options, device, dtype, precision)
         chunk_size = compiled_batch(n, chunk_size)
     done = 0

@@ -47,8 +47,8 @@ class CompileModel:
     DESCRIPTION = (
         "Makes Restore Faces run the network through torch.compile (inductor). Pays when many faces "
         "are restored, e.g. video frames: the first run compiles for about a minute, later batches "
-        "run faster. Needs Triton on NVIDIA GPUs (a C++ compiler on CPUs); without them Restore Faces "
-        "warns and restores as usual."
+        "run faster. Needs Triton on NVIDIA GPUs; without it Restore Faces warns and restores as usual. "
+        "On a CPU it does not compile (the uncompiled network is faster there) and the report says so."
     )
 
     def compile(self, model, mode: str):

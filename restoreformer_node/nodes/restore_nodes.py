@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..faces.color import COLOR_MATCH_MODES
-from ..faces.compiled import compile_failure, compiled_batch
+from ..faces.compiled import compile_failure, compile_skipped, compiled_batch
 from ..faces.paste import DEFAULT_ERODE, DEFAULT_FEATHER
 from ..faces.pipeline import align_faces, paste_crops, restore_faces
 from ..faces.restore import (
@@ -165,7 +165,7 @@ class RestoreFaces:
         options = getattr(model, "compile_options", None)
         ran, _ = resolve_precision(precision, device, dtype)  # the precision restore_crops ran (and keyed)
         compiled = ""
-        if n and options is not None:
+        if n and options is not None and compile_skipped(options, device) is None:
             chunk = compiled_batch(n, chunk)  # what restore_crops really runs per call
             if compile_failure(model.model, options, device, ran) is None:
                 compiled = options.describe()
