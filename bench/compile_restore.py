@@ -24,6 +24,7 @@ from restoreformer_node.faces.compiled import COMPILE_MODES, CompileOptions, com
 from restoreformer_node.faces.restore import resolve_precision, restore_crops
 from restoreformer_node.model import RESTOREFORMER, tiny_config
 from restoreformer_node.model.fast import optimize_for_inference, prefers_channels_last
+from restoreformer_node.model.precision import cast_weights
 
 
 def _sync(device: torch.device) -> None:
@@ -44,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda")
     p.add_argument("--precisions", nargs="+", default=["bf16"])
     p.add_argument("--modes", nargs="+", default=["default"], choices=COMPILE_MODES)
+    p.add_argument("--layouts", nargs="+", default=["nchw"], choices=["nchw", "channels-last"],
+                   help="input layout of the compiled graph (CompileOptions.channels_last)")
+    p.add_argument("--weight-dtype", default="fp32", choices=["fp32", "bf16"],
+                   help="the network's weights, as Load RestoreFormer Model's weight_dtype stores them")
     p.add_argument("--crops", type=int, default=20, help="crops per restore call (default 20)")
     p.add_argument("--chunk", type=int, default=8, help="memory chunk size (default 8)")
     p.add_argument("--rounds", type=int, default=5)
@@ -56,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     config = tiny_config(RESTOREFORMER) if args.tiny else RESTOREFORMER
     net = random_model(config).to(device)
-    optimize_for_inference(net, channels_last=prefers_channels_last(device))  # as the loader node
+    cast_weights(net, args.weight_dtype)  # as the loader node: weight dtype, then the fast blocks
+    optimize_for_inference(net, channels_last=prefers_channels_last(device))
     g = torch.Generator().manual_seed(0)
     side = config.resolution
     small = torch.rand(args.crops, 3, side // 16, side // 16, generator=g)
@@ -65,13 +71,15 @@ def main(argv: list[str] | None = None) -> int:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     lines = [
         f"### restore_crops with torch.compile: {name}, torch {torch.__version__}, "
-        f"{'tiny' if args.tiny else '512x512'}, {args.crops} crops, chunk {args.chunk} -> compiled batch {batch}",
+        f"{'tiny' if args.tiny else '512x512'}, {args.crops} crops, chunk {args.chunk} -> compiled batch {batch}, "
+        f"{args.weight_dtype} weights",
         "",
-        "| precision | mode | compile + first call s | eager ms/crop | compiled ms/crop | speed-up | graphs | fell back | max abs diff | mean abs diff |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| precision | mode | input layout | compile + first call s | eager ms/crop | compiled ms/crop | speed-up | graphs | fell back | max abs diff | mean abs diff |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    dtype = next(net.parameters()).dtype
     for precision in args.precisions:
-        ran, note = resolve_precision(precision, device)
+        ran, note = resolve_precision(precision, device, dtype)
         if note:
             print(note)
 
@@ -79,8 +87,9 @@ def main(argv: list[str] | None = None) -> int:
             return restore_crops(net, crops, precision=precision, chunk_size=args.chunk)
 
         eager()  # warm-up (cuDNN autotune, the fast upsample's kernels)
-        for mode in args.modes:
-            options = CompileOptions(mode=mode)
+        for mode, layout in [(m, lay) for m in args.modes for lay in args.layouts]:
+            # on_cpu: this bench measures compiling, also where the nodes would skip it (a CPU).
+            options = CompileOptions(mode=mode, on_cpu=True, channels_last=layout == "channels-last")
 
             def compiled(precision=ran, options=options):
                 return restore_crops(net, crops, precision=precision, chunk_size=args.chunk, compile_options=options)
@@ -100,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             diff = (out - ref).abs()
             failure = compile_failure(net, options)
             lines.append(
-                f"| {ran} | {mode} | {first:.1f} | {e:.2f} | {c:.2f} | {e / c:.2f}x | {graphs}"
+                f"| {ran} | {mode} | {layout} | {first:.1f} | {e:.2f} | {c:.2f} | {e / c:.2f}x | {graphs}"
                 f"{f' (+{recompiled} later)' if recompiled else ''} | {'yes' if failure else 'no'} | "
                 f"{diff.max().item():.2e} | {diff.mean().item():.2e} |"
             )

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Every GPU measurement in one run (about 8-10 minutes on an H200), tables to $OUT (default ./bench_out).
-#   bash bench/gpu_all.sh
+# Every GPU measurement in one run (about 12-14 minutes on an H200), tables to $OUT (default ./bench_out).
+#   bash bench/gpu_all.sh                          # all steps
+#   bash bench/gpu_all.sh compile restore_compile  # only these steps (names below), in this file's order
 # Needs spandrel and facenet-pytorch; where missing they are installed from wheels in .whl/
 # (see bench/README.md). Each step has its own time limit so one slow step cannot eat the rest.
 set -uo pipefail
@@ -17,8 +18,10 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,power.limit --format=csv
   $PY -c "import torch, spandrel; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version(), 'spandrel', spandrel.__version__)"
 } 2>&1 | tee "$OUT/gpu.txt"
+WANT=" ${*:-model_forward pipeline compile restore_compile} "
 step() {  # step NAME SECONDS COMMAND...
   local name=$1 limit=$2; shift 2
+  [[ $WANT == *" $name "* ]] || return 0
   local t0=$SECONDS
   echo "=== $name (limit ${limit}s)"
   timeout "$limit" "$@" 2>&1 | tee "$OUT/$name.log"
@@ -34,5 +37,8 @@ step pipeline 170 $PY -m bench.pipeline --device cuda --precisions fp32 bf16 --f
 #    without touching the shared network), channels-last weights and input (an earlier build:
 #    4.51x). Compiling takes ~80 s each on an H200.
 step compile 330 $PY -m bench.model_forward --device cuda --batches 8 --rounds 10 --compile --only "ours bf16 weights cast (no autocast)" "ours bf16 weights cast, torch.compile(default)" "ours bf16 weights cast, channels-last input, torch.compile(default)" "ours bf16 weights cast, channels-last, torch.compile(default)" --no-ranges --out "$OUT/tables.md"
+# 4. The Compile node's own path (restore_crops through torch.compile) on bf16 weights, NCHW against
+#    a channels-last graph input (faces/compiled.py CHANNELS_LAST_INPUT): two compiles.
+step restore_compile 260 $PY -m bench.compile_restore --device cuda --precisions bf16 --weight-dtype bf16 --layouts nchw channels-last --modes default --crops 16 --chunk 8 --rounds 3 --out "$OUT/tables.md"
 echo "tables: $OUT/tables.md"
 cat "$OUT/tables.md" 2>/dev/null | tail -c 6000

@@ -17,10 +17,13 @@ class RecordingBackend:
 
     def __init__(self) -> None:
         self.batches: list[int] = []
+        self.channels_last: list[bool] = []  # per graph with the crops as input: were they NHWC
 
     def __call__(self, gm: torch.fx.GraphModule, example_inputs):
         crops = [t for t in example_inputs if isinstance(t, torch.Tensor) and t.shape[1:] == (3, SIZE, SIZE)]
         self.batches.append(crops[0].shape[0] if crops else -1)  # -1: a graph after a break
+        if crops:
+            self.channels_last.append(crops[0].is_contiguous(memory_format=torch.channels_last))
         return gm.forward
 
 

@@ -118,6 +118,25 @@ def test_a_cpu_restores_uncompiled_unless_asked_and_says_why(monkeypatch):
     assert backend.batches == [2]
 
 
+def test_a_channels_last_input_traces_one_graph_and_restores_like_eager():
+    """The layout switch for the compiled graph (CHANNELS_LAST_INPUT, measured per device by
+    bench/gpu_all.sh): the graph sees NHWC crops, still one graph for every chunk, same result."""
+    from restoreformer_node.faces.compiled import CHANNELS_LAST_INPUT, uses_channels_last
+
+    assert uses_channels_last(CompileOptions(), "cpu") is False
+    assert uses_channels_last(CompileOptions(), "cuda") is CHANNELS_LAST_INPUT["cuda"]
+    assert uses_channels_last(CompileOptions(channels_last=True), "cpu") is True
+    net = _loaded_like_the_nodes(seed=3)
+    crops = _crops(5, seed=3)
+    eager = restore_crops(net, crops, chunk_size=2)
+    for channels_last in (False, True):
+        backend = RecordingBackend()
+        options = CompileOptions(backend=backend, on_cpu=True, channels_last=channels_last)
+        out = restore_crops(net, crops, chunk_size=2, compile_options=options)
+        assert backend.batches == [2] and backend.channels_last == [channels_last]
+        torch.testing.assert_close(out, eager, rtol=0, atol=1e-5)
+
+
 def test_the_fast_network_compiles_nothing_after_the_first_chunk():
     """The network as the nodes load it: every graph is captured while the first chunk runs and
     the padded last chunk reuses them (no recompile)."""
@@ -173,8 +192,10 @@ def test_a_failing_compile_warns_once_and_restores_eagerly(caplog):
 
 
 @pytest.mark.slow
-def test_inductor_compiled_restore_equals_eager():
-    """What the node does, for real: inductor generates and compiles C++ kernels on this CPU."""
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_inductor_compiled_restore_equals_eager(channels_last):
+    """What the node does, for real: inductor generates and compiles C++ kernels on this CPU, for
+    either input layout of the graph (CHANNELS_LAST_INPUT)."""
     from torch._dynamo.utils import counters
 
     net = _loaded_like_the_nodes(seed=4)
@@ -183,7 +204,7 @@ def test_inductor_compiled_restore_equals_eager():
     counters.clear()
     graphs_after_chunk: list[int] = []
     out = restore_crops(
-        net, crops, chunk_size=2, compile_options=CompileOptions(on_cpu=True),
+        net, crops, chunk_size=2, compile_options=CompileOptions(on_cpu=True, channels_last=channels_last),
         callback=lambda done, total: graphs_after_chunk.append(counters["stats"]["unique_graphs"]),
     )
     assert compile_failure(net) is None, compile_failure(net)
