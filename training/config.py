@@ -48,7 +48,6 @@ class RunConfig:
     tensorboard: bool = True
     device: str = "auto"  # "auto", "cpu", "cuda"
     ddp_find_unused_parameters: bool = False
-    sync_batchnorm: bool = True  # discriminator BatchNorm statistics over all processes
 
 
 @dataclass
