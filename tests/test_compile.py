@@ -137,6 +137,27 @@ def test_a_channels_last_input_traces_one_graph_and_restores_like_eager():
         torch.testing.assert_close(out, eager, rtol=0, atol=1e-5)
 
 
+def test_a_bf16_weights_network_compiles_with_bf16_crops_and_its_own_cache_key():
+    """Load RestoreFormer Model's weight_dtype bf16 with the Compile node: the graph gets the crops in
+    bf16 (no autocast), one graph for all chunks, the uncompiled bf16 result; an fp32 network of
+    the same weights compiles separately (the cache key holds the weight dtype)."""
+    from restoreformer_node.model.precision import cast_weights
+
+    fp32 = _loaded_like_the_nodes(seed=11)
+    net = cast_weights(_loaded_like_the_nodes(seed=11), "bf16")
+    crops = _crops(3, seed=11)
+    eager = restore_crops(net, crops, chunk_size=2)
+    backend = RecordingBackend()
+    dtypes = []
+    net.register_forward_pre_hook(lambda m, args: dtypes.append((args[0].dtype, torch.is_autocast_enabled("cpu"))))
+    out = restore_crops(net, crops, chunk_size=2, compile_options=CompileOptions(backend=backend, on_cpu=True))
+    assert backend.batches == [2] and set(dtypes) == {(torch.bfloat16, False)}
+    torch.testing.assert_close(out, eager, rtol=0, atol=1e-6)
+    restore_crops(fp32, crops, chunk_size=2, compile_options=CompileOptions(backend=backend, on_cpu=True))
+    assert backend.batches == [2, 2]
+    assert (out - restore_crops(fp32, crops, chunk_size=2)).abs().mean() < 0.1  # bf16 rounding, a few code flips
+
+
 def test_the_fast_network_compiles_nothing_after_the_first_chunk():
     """The network as the nodes load it: every graph is captured while the first chunk runs and
     the padded last chunk reuses them (no recompile)."""
