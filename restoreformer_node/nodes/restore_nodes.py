@@ -137,13 +137,13 @@ class RestoreFaces:
         found, notes = detect_for_restore(image, faces, detector)
         n = len(found)
         config = model.config
-        dtype = network_dtype(model.model)
+        # What will really run (bf16 weights run in bf16 whatever is asked): memory is sized for it,
+        # and it is the key restore_crops files a compile failure under.
+        ran, _ = resolve_precision(precision, model.patcher.load_device, network_dtype(model.model))
         chunk = 0
         if n:
-            # bf16 weights run in bf16 whatever is asked: size the memory for what will run.
-            sizing, _ = resolve_precision(precision, model.patcher.load_device, dtype)
-            device = model.load_to_device(activation_bytes_per_crop(config, sizing) * min(n, 4))
-            chunk = pick_chunk_size(config, device, sizing, free_memory(device))
+            device = model.load_to_device(activation_bytes_per_crop(config, ran) * min(n, 4))
+            chunk = pick_chunk_size(config, device, ran, free_memory(device))
         else:
             device = compute_device()
         result = restore_faces(
@@ -163,7 +163,6 @@ class RestoreFaces:
         notes.extend(getattr(model, "notes", ()))  # what the loader could not honour
         notes.extend(result.notes)
         options = getattr(model, "compile_options", None)
-        ran, _ = resolve_precision(precision, device, dtype)  # the precision restore_crops ran (and keyed)
         compiled = ""
         if n and options is not None and compile_skipped(options, device) is None:
             chunk = compiled_batch(n, chunk)  # what restore_crops really runs per call
