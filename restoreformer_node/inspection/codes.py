@@ -43,8 +43,8 @@ def to_model_input(
         )
     if crops.shape[0] == 0:
         raise ValueError("no face crops were given (the batch is empty)")
-    # Resized in the crops' own precision (antialiased resizing has no bf16 kernel on CPUs), then
-    # cast to the network's weight dtype (bf16 for a model loaded with weight_dtype bf16).
+    # Resized in fp32 (antialiased resizing has no bf16 kernel on CPUs), then cast to the network's
+    # weight dtype (bf16 for a model loaded with weight_dtype bf16).
     x = resize(crops.float(), config.resolution) * 2 - 1
     return x if dtype is None else x.to(dtype)
 
