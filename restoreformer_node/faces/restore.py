@@ -14,12 +14,12 @@ from collections.abc import Callable
 
 import torch
 
+from ..model.precision import PRECISIONS as _DTYPES
 from .compiled import CompileOptions, compile_skipped, compiled_batch, compiled_network, pad_batch
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = tuple(_DTYPES)  # ("fp32", "bf16", "fp16"), the names model.precision runs
 CPU_CHUNK = 4  # crops per call on a CPU: enough to amortise the call, small enough for RAM
 MAX_CHUNK = 64
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _NAMES = {dtype: name for name, dtype in _DTYPES.items()}
 
 ChunkCallback = Callable[[int, int], None]  # (crops done, crops in total); may raise to stop

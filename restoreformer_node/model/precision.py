@@ -44,14 +44,19 @@ PRECISIONS: dict[str, torch.dtype] = {
 WEIGHT_DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
+def _check_weight_dtype(name: str) -> torch.dtype:
+    if name not in WEIGHT_DTYPES:
+        raise ValueError(f"weight_dtype must be one of {sorted(WEIGHT_DTYPES)}, got {name!r}")
+    return WEIGHT_DTYPES[name]
+
+
 def stored_weight_dtype(requested: str, load_device: torch.device | str) -> tuple[str, str | None]:
     """The dtype the weights will be kept in for `load_device`, and a note when it is not `requested`.
 
     bf16 weights pay on GPUs (native bf16 kernels, half the memory). A CPU keeps fp32: its bf16
     convolutions are slow on most CPUs, and the CPU fast path (NNPACK) is fp32 only.
     """
-    if requested not in WEIGHT_DTYPES:
-        raise ValueError(f"weight_dtype must be one of {sorted(WEIGHT_DTYPES)}, got {requested!r}")
+    _check_weight_dtype(requested)
     if requested == "fp32":
         return requested, None
     device = torch.device(load_device)
@@ -69,9 +74,7 @@ def cast_weights(model: RestoreFormer, weight_dtype: str) -> RestoreFormer:
     search runs in fp32, and rounding the entries themselves would move the codes it picks.
     Casting back to fp32 does not restore the bits a bf16 cast dropped; load the file again.
     """
-    if weight_dtype not in WEIGHT_DTYPES:
-        raise ValueError(f"weight_dtype must be one of {sorted(WEIGHT_DTYPES)}, got {weight_dtype!r}")
-    dtype = WEIGHT_DTYPES[weight_dtype]
+    dtype = _check_weight_dtype(weight_dtype)
     for child in model.children():
         if child is not model.quantize:
             child.to(dtype)
