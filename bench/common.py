@@ -6,15 +6,28 @@ codebook is spread to unit scale so the nearest-entry search is meaningful.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
 
 import torch
 
+from restoreformer_node.cli import CPU_RUNTIME_DEFAULTS
 from restoreformer_node.model import RESTOREFORMER, RestoreFormer, RestoreFormerConfig
 
 FLOP_PER_512 = 683e9  # one 512x512 forward, 2 FLOP per multiply-add
+
+# Process settings that move CPU timings a lot and are read only at start-up: OpenMP's wait policy,
+# PyTorch's huge-page switch, glibc's allocator. Each one changes spandrel's time and ours by
+# different amounts (bench/README.md), so a CPU table names the ones in force.
+RUNTIME_ENV = (*CPU_RUNTIME_DEFAULTS, "MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
+
+
+def runtime_env() -> str:
+    """The RUNTIME_ENV settings of this process, e.g. "OMP_WAIT_POLICY=PASSIVE", or "defaults"."""
+    found = [f"{name}={os.environ[name]}" for name in RUNTIME_ENV if name in os.environ]
+    return " ".join(found) or "defaults"
 
 
 def random_model(config: RestoreFormerConfig = RESTOREFORMER, seed: int = 0) -> RestoreFormer:

@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from bench.common import FLOP_PER_512, diff, random_model, spandrel_twin, sync
+from bench.common import FLOP_PER_512, diff, random_model, runtime_env, spandrel_twin, sync
 from restoreformer_node.model import RESTOREFORMER, tiny_config
 from restoreformer_node.model.fast import HALF_ISLANDS, optimize_for_inference, winograd_available
 from restoreformer_node.model.precision import cast_weights, precision_scope
@@ -113,7 +113,10 @@ def cpu_bench(args) -> str:
     errs = {name: diff(fn(x), ref) for name, fn in variants.items()}
     times = time_variants({k: (lambda f=f: f(x)) for k, f in variants.items()}, "cpu", args.rounds)
     base_med, base_min = times["spandrel"][0], times["spandrel"][1]
-    info = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    info = (
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+        f"environment: {runtime_env()}"
+    )
     table = Table(
         f"CPU fp32 forward, 512x512, batch 1 ({info}; {args.rounds} interleaved rounds)",
         ["variant", "median s", "min s", "spread", "speed-up (median)", "speed-up (min)", "max abs diff", "mean abs diff"],

@@ -40,20 +40,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def quiet_openmp_workers() -> None:
-    """Let OpenMP's idle worker threads sleep instead of spin-waiting, unless the user chose.
+# Process settings PyTorch's CPU runtime reads once: libgomp when torch loads, c10 at its first
+# large allocation. Measured on the 2-core bench VM (bench/README.md, "Measured here (CPU)").
+CPU_RUNTIME_DEFAULTS = {
+    # OpenMP's idle workers sleep instead of spin-waiting, so NNPACK's own thread pool, which runs
+    # the big convolutions, gets the cores: 2.06x spandrel's forward instead of 1.78-1.96x.
+    "OMP_WAIT_POLICY": "PASSIVE",
+    # Buffers of 2 MB or more are backed by transparent huge pages: fewer page faults on the
+    # 64-128 MB feature maps that every layer at 512x512 allocates (2.71 s against 3.14 s per face
+    # together with the setting above).
+    "THP_MEM_ALLOC_ENABLE": "1",
+}
 
-    On a CPU the network's big convolutions run on NNPACK's own thread pool; spinning OpenMP
-    workers left over from the ops in between compete with it for the cores (2.06x spandrel's
-    forward instead of 1.78-1.83x on the 2-core bench machine, bench/README.md). libgomp reads the
-    setting once, when PyTorch loads, so this only takes effect before the first `import torch`.
+
+def tune_cpu_runtime() -> None:
+    """Set CPU_RUNTIME_DEFAULTS before the first `import torch`, leaving a user's own values alone.
+
+    Once torch is loaded these settings no longer take effect, so nothing is set then.
     """
     if "torch" not in sys.modules:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        for name, value in CPU_RUNTIME_DEFAULTS.items():
+            os.environ.setdefault(name, value)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    quiet_openmp_workers()
+    tune_cpu_runtime()
     args = build_parser().parse_args(argv)
     from .weights import WeightLoadError
 

@@ -114,29 +114,67 @@ def test_parser_choices_match_the_pipeline_and_need_no_torch():
     assert run.stdout.strip() == "False"  # building the parser imported no torch
 
 
+def _transparent_huge_pages_mode() -> str:
+    """The kernel's THP mode ("always", "madvise" or "never"), "never" where it cannot be read."""
+    try:
+        text = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return "never"
+    return text.split("[", 1)[1].split("]", 1)[0] if "[" in text else "never"
+
+
+# Run in a fresh interpreter: prints the settings the command line left, and how much of a new 64 MiB
+# tensor the kernel backs with huge pages (PyTorch asks for them only under THP_MEM_ALLOC_ENABLE=1,
+# read at its first large allocation, so this shows whether the setting came in time).
+_CPU_RUNTIME_PROBE = """
+import os, sys
+{import_torch}
+from restoreformer_node import cli
+rc = cli.main(['info', sys.argv[1]])
+import torch
+x = torch.ones(16 * 2**20)
+huge, inside = 0, False
+for line in open('/proc/self/smaps'):
+    parts = line.split()
+    if '-' in parts[0] and len(parts) > 4:
+        lo, hi = (int(v, 16) for v in parts[0].split('-'))
+        inside = lo <= x.data_ptr() < hi
+    elif inside and parts[0] == 'AnonHugePages:':
+        huge = int(parts[1])
+print('rc', rc, 'torch', 'torch' in sys.modules, 'policy', os.environ.get('OMP_WAIT_POLICY'),
+      'thp', os.environ.get('THP_MEM_ALLOC_ENABLE'), 'huge_kb', huge)
+"""
+
+
 @pytest.mark.parametrize(
     "preset,import_torch_first,expected",
-    [(None, False, "PASSIVE"), ("ACTIVE", False, "ACTIVE"), (None, True, None)],
+    [
+        (None, False, ("PASSIVE", "1")),
+        (("ACTIVE", "0"), False, ("ACTIVE", "0")),
+        (None, True, (None, None)),
+    ],
     ids=["unset", "user-choice", "torch-already-loaded"],
 )
-def test_command_line_lets_openmp_workers_sleep(weights, preset, import_torch_first, expected):
-    """libgomp reads OMP_WAIT_POLICY once, when torch loads. The command line sets PASSIVE before
-    that (NNPACK's convolutions then get the cores), leaves a user's own value alone, and does not
-    pretend to change anything once torch is already loaded."""
+def test_command_line_tunes_the_cpu_runtime_before_torch_loads(weights, preset, import_torch_first, expected):
+    """libgomp reads OMP_WAIT_POLICY once, when torch loads; c10 reads THP_MEM_ALLOC_ENABLE at its
+    first large allocation. The command line sets PASSIVE (NNPACK's convolutions then get the cores)
+    and 1 (huge pages for the big feature maps) before either, leaves a user's own values alone, and
+    does not pretend to change anything once torch is already loaded."""
     import os
 
-    code = (
-        "import os, sys\n"
-        + ("import torch\n" if import_torch_first else "")
-        + "from restoreformer_node import cli\n"
-        "rc = cli.main(['info', sys.argv[1]])\n"
-        "print('rc', rc, 'torch', 'torch' in sys.modules, 'policy', os.environ.get('OMP_WAIT_POLICY'))\n"
-    )
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    names = ("OMP_WAIT_POLICY", "THP_MEM_ALLOC_ENABLE")
+    env = {k: v for k, v in os.environ.items() if k not in names}
     if preset is not None:
-        env["OMP_WAIT_POLICY"] = preset
+        env.update(zip(names, preset))
+    code = _CPU_RUNTIME_PROBE.format(import_torch="import torch" if import_torch_first else "")
     run = subprocess.run(
         [sys.executable, "-c", code, str(weights)], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
     )
     assert run.returncode == 0, run.stderr
-    assert f"rc 0 torch True policy {expected}" in run.stdout, run.stdout[-500:]
+    policy, thp = expected
+    assert f"rc 0 torch True policy {policy} thp {thp} huge_kb" in run.stdout, run.stdout[-500:]
+    huge_kb = int(run.stdout.rsplit("huge_kb", 1)[1].split()[0])
+    if thp == "1" and _transparent_huge_pages_mode() != "never":
+        assert huge_kb > 0, "THP_MEM_ALLOC_ENABLE was set too late for PyTorch to use it"
+    if thp != "1" and _transparent_huge_pages_mode() == "madvise":
+        assert huge_kb == 0, "huge pages without THP_MEM_ALLOC_ENABLE: the probe does not measure the setting"

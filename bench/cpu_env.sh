@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The CPU forward comparison (bench.model_forward) under each process setting that PyTorch or glibc
+# reads only at start-up, one fresh process per row (about 10 minutes on the 2-core VM):
+#   bash bench/cpu_env.sh [ROUNDS]
+# defaults; OpenMP workers that sleep; huge pages for PyTorch's large buffers; both (what
+# `python -m restoreformer_node` sets); glibc keeping freed memory (no page faults: a reference for
+# the compute alone, not a setting to ship); and that with sleeping OpenMP workers.
+set -uo pipefail
+ROUNDS=${1:-7}
+PY=${PYTHON:-python}
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+CLEAR=(-u OMP_WAIT_POLICY -u THP_MEM_ALLOC_ENABLE -u MALLOC_ARENA_MAX -u MALLOC_MMAP_THRESHOLD_ -u MALLOC_TRIM_THRESHOLD_ -u GLIBC_TUNABLES)
+KEEP_FREED="MALLOC_ARENA_MAX=1 MALLOC_MMAP_THRESHOLD_=4294967296"
+for setting in "" "OMP_WAIT_POLICY=PASSIVE" "THP_MEM_ALLOC_ENABLE=1" "OMP_WAIT_POLICY=PASSIVE THP_MEM_ALLOC_ENABLE=1" \
+  "$KEEP_FREED" "OMP_WAIT_POLICY=PASSIVE $KEEP_FREED"; do
+  # shellcheck disable=SC2086  # each setting is a list of NAME=VALUE words
+  env "${CLEAR[@]}" $setting "$PY" -m bench.model_forward --device cpu --rounds "$ROUNDS" --no-plain | grep -E '^(###|\| (spandrel|ours))'
+done
