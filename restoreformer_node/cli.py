@@ -44,13 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
 # large allocation. Measured on the 2-core bench VM (bench/README.md, "Measured here (CPU)").
 CPU_RUNTIME_DEFAULTS = {
     # OpenMP's idle workers sleep instead of spin-waiting, so NNPACK's own thread pool, which runs
-    # the big convolutions, gets the cores: 2.06x spandrel's forward instead of 1.78-1.96x.
+    # the big convolutions, gets the cores.
     "OMP_WAIT_POLICY": "PASSIVE",
     # Buffers of 2 MB or more are backed by transparent huge pages: fewer page faults on the
-    # 64-128 MB feature maps that every layer at 512x512 allocates (2.71 s against 3.14 s per face
-    # together with the setting above).
+    # 64-128 MB feature maps that every layer at 512x512 allocates.
     "THP_MEM_ALLOC_ENABLE": "1",
 }
+# Together: 2.86 s per forward against 3.40 s with neither and 3.45 s with the first alone, 2.10x
+# spandrel's forward (bench/cpu_env.sh, one run on the 2-core VM).
 
 
 def tune_cpu_runtime() -> None:
