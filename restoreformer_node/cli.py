@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Process settings PyTorch's CPU runtime reads once: libgomp when torch loads, c10 at its first
-# large allocation. Measured on the 2-core bench VM (bench/README.md, "Measured here (CPU)").
+# allocation. Measured on the 2-core bench VM (bench/README.md, "Measured here (CPU)").
 CPU_RUNTIME_DEFAULTS = {
     # OpenMP's idle workers sleep instead of spin-waiting, so NNPACK's own thread pool, which runs
     # the big convolutions, gets the cores.

@@ -125,7 +125,7 @@ def _transparent_huge_pages_mode() -> str:
 
 # Run in a fresh interpreter: prints the settings the command line left, and how much of a new 64 MiB
 # tensor the kernel backs with huge pages (PyTorch asks for them only under THP_MEM_ALLOC_ENABLE=1,
-# read at its first large allocation, so this shows whether the setting came in time).
+# read at its first allocation, so this shows whether the setting came in time).
 _CPU_RUNTIME_PROBE = """
 import os, sys
 {import_torch}
@@ -157,7 +157,7 @@ print('rc', rc, 'torch', 'torch' in sys.modules, 'policy', os.environ.get('OMP_W
 )
 def test_command_line_tunes_the_cpu_runtime_before_torch_loads(weights, preset, import_torch_first, expected):
     """libgomp reads OMP_WAIT_POLICY once, when torch loads; c10 reads THP_MEM_ALLOC_ENABLE at its
-    first large allocation. The command line sets PASSIVE (NNPACK's convolutions then get the cores)
+    first allocation. The command line sets PASSIVE (NNPACK's convolutions then get the cores)
     and 1 (huge pages for the big feature maps) before either, leaves a user's own values alone, and
     does not pretend to change anything once torch is already loaded."""
     import os
