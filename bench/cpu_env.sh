@@ -9,7 +9,9 @@ set -uo pipefail
 ROUNDS=${1:-7}
 PY=${PYTHON:-python}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-CLEAR=(-u OMP_WAIT_POLICY -u THP_MEM_ALLOC_ENABLE -u MALLOC_ARENA_MAX -u MALLOC_MMAP_THRESHOLD_ -u MALLOC_TRIM_THRESHOLD_ -u GLIBC_TUNABLES)
+# Every row starts from none of the settings the bench tables report (bench.common.RUNTIME_ENV).
+CLEAR=()
+for name in $("$PY" -c "from bench.common import RUNTIME_ENV; print(*RUNTIME_ENV)"); do CLEAR+=(-u "$name"); done
 KEEP_FREED="MALLOC_ARENA_MAX=1 MALLOC_MMAP_THRESHOLD_=4294967296"
 for setting in "" "OMP_WAIT_POLICY=PASSIVE" "THP_MEM_ALLOC_ENABLE=1" "OMP_WAIT_POLICY=PASSIVE THP_MEM_ALLOC_ENABLE=1" \
   "$KEEP_FREED" "OMP_WAIT_POLICY=PASSIVE $KEEP_FREED"; do
