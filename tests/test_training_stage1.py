@@ -198,34 +198,32 @@ def test_export_loads_in_model_code_and_reconstructs(faces, tmp_path):
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_equal_one(faces, tmp_path):
-    """DDP with gloo: 2 processes x batch 2 == 1 process x batch 4, discriminator (with
-    cross-rank BatchNorm) and adaptive weight active."""
-    import yaml
+@pytest.mark.parametrize("rank1_grad_scale", [1.0, 1.25], ids=["exact", "rank1_perturbed"])
+def test_torchrun_two_processes_equal_one(faces, tmp_path, monkeypatch, rank1_grad_scale):
+    """DDP with gloo: 2 processes x batch 2 == 1 process x batch 4 at every step, with the
+    discriminator (cross-rank BatchNorm) and the adaptive weight active from step 2. Bounds are
+    measured in the test (tests/ddp_equivalence.py); with rank 1's gradients scaled by 1.25 before
+    averaging, the same check must fail."""
+    from ddp_equivalence import Probe
 
-    sections = dict(run=dict(steps=3, batch_size=4, checkpoint_every=3),
+    sections = dict(run=dict(steps=3, batch_size=4, checkpoint_every=1, tensorboard=True),
                     loss=dict(discriminator=dict(filters=8, start_step=1)))
-    single = tiny(faces, tmp_path / "one", **sections)
-    double = tiny(faces, tmp_path / "two", **sections)
-    (tmp_path / "two.yaml").write_text(yaml.safe_dump(double))
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-           "-m", "training", "stage1", "--config", str(tmp_path / "two.yaml")]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    one = build(load_config(Stage1Config, data=single))
-    one.fit()
-    two = torch.load(tmp_path / "two" / "checkpoints" / "step_00000003.pt", weights_only=False)
-    assert two["world_size"] == 2
-    # Same function (see the accumulation test for why Adam-updated weights are not compared).
-    rec1, logits1 = outputs(one, one.dataset, one.task.net_cfg)
-    rec2, logits2 = outputs(two["modules"], one.dataset, one.task.net_cfg)
-    assert float((rec1 - rec2).abs().max()) < 1e-4
-    assert float((logits1 - logits2).abs().max()) < 1e-4
-    # ... and training moved it: far from the initial network.
-    fresh = build(load_config(Stage1Config, data=tiny(faces, tmp_path / "fresh", **sections)))
-    rec0, _ = outputs(fresh, one.dataset, one.task.net_cfg)
-    assert float((rec1 - rec0).abs().max()) > 1e-2
+
+    def build_from(config: dict):
+        return build(load_config(Stage1Config, data=config))
+
+    fresh = build_from(tiny(faces, tmp_path / "fresh", **sections))
+    cfg = fresh.task.net_cfg
+
+    def functions(modules: dict) -> dict[str, torch.Tensor]:
+        rec, logits = outputs(modules, fresh.dataset, cfg)
+        return {"generator": rec, "discriminator": logits}
+
+    probe = Probe(build_from, functions, "stage1", ("l1", "perceptual", "rec", "codebook", "commitment", "g_adv",
+                                                   "adv_weight", "loss", "d_loss", "logits_real", "logits_fake"))
+    comparison = probe.compare(lambda name: tiny(faces, tmp_path / name, **sections), tmp_path, monkeypatch,
+                                  steps=3, rank1_grad_scale=rank1_grad_scale, port=29533)
+    comparison.check(functions({k: m.state_dict() for k, m in fresh.modules.items()}))
 
 
 def test_cli_keeps_n_atomic_checkpoints_and_writes_tensorboard(faces, tmp_path, capsys):
