@@ -1,7 +1,7 @@
-"""Shared helpers of the benchmarks: identical random weights in our model and spandrel's, timing.
+"""Shared helpers of the benchmarks: timing, and the runtime settings a CPU table must name.
 
-Random weights of the real architecture stand in for the published ones (no downloads here); the
-codebook is spread to unit scale so the nearest-entry search is meaningful.
+Networks come from restoreformer_node.testing: random weights of the real architecture (no
+downloads here) and spandrel's twin of the same weights.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from collections.abc import Callable
 import torch
 
 from restoreformer_node.cli import CPU_RUNTIME_DEFAULTS
-from restoreformer_node.model import RESTOREFORMER, RestoreFormer, RestoreFormerConfig
 
 FLOP_PER_512 = 683e9  # one 512x512 forward, 2 FLOP per multiply-add
 
@@ -28,49 +27,6 @@ def runtime_env() -> str:
     """The RUNTIME_ENV settings of this process, e.g. "OMP_WAIT_POLICY=PASSIVE", or "defaults"."""
     found = [f"{name}={os.environ[name]}" for name in RUNTIME_ENV if name in os.environ]
     return " ".join(found) or "defaults"
-
-
-def random_model(config: RestoreFormerConfig = RESTOREFORMER, seed: int = 0) -> RestoreFormer:
-    torch.manual_seed(seed)
-    model = RestoreFormer(config)
-    with torch.no_grad():
-        model.quantize.embedding.weight.normal_()
-    return model.eval()
-
-
-def spandrel_twin(model: RestoreFormer) -> torch.nn.Module:
-    """spandrel's RestoreFormer network built for our geometry and loaded strictly with exactly
-    our weights (RF layout only; spandrel's own loader fixes the 512 px geometry)."""
-    from spandrel.architectures.RestoreFormer.__arch.restoreformer_arch import (
-        RestoreFormer as SpandrelRestoreFormer,
-    )
-
-    cfg = model.config
-    if cfg.decoder_attn_resolutions != cfg.encoder_attn_resolutions:
-        raise ValueError("spandrel implements RestoreFormer only (attention at one resolution)")
-    if cfg.decoder_blocks != cfg.encoder_blocks + 1:
-        raise ValueError("spandrel derives the decoder's block count from the encoder's (+1)")
-    twin = SpandrelRestoreFormer(
-        n_embed=cfg.n_embed,
-        embed_dim=cfg.embed_dim,
-        ch=cfg.ch,
-        out_ch=cfg.out_channels,
-        ch_mult=cfg.ch_mult,
-        num_res_blocks=cfg.encoder_blocks,
-        attn_resolutions=cfg.encoder_attn_resolutions,
-        in_channels=cfg.in_channels,
-        resolution=cfg.resolution,
-        z_channels=cfg.z_channels,
-        head_size=cfg.heads,
-    )
-    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    twin.load_state_dict(sd, strict=True)
-    return twin.to(next(model.parameters()).device).eval()
-
-
-def spandrel_forward(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """spandrel's RestoreFormer returns (output, None)."""
-    return net(x)[0]
 
 
 def sync(device: torch.device | str) -> None:

@@ -3,7 +3,7 @@
     python -m bench.compile_restore --device cuda --precisions bf16 --modes default
 
 Random weights of the real architecture stand in for the published ones (no downloads). The
-network is prepared as the loader node prepares it (`optimize_for_inference`). For each precision
+network is prepared as the loader node prepares it (`runtime.prepare`). For each precision
 and compile mode it restores the same crops eagerly and compiled, in chunks of `--chunk` with the
 last chunk padded, and prints: compile + first call time, the steady time per crop of both paths
 (median of interleaved rounds) and their ratio, the graphs TorchDynamo captured (graph breaks
@@ -19,12 +19,18 @@ import time
 
 import torch
 
-from bench.common import random_model
-from restoreformer_node.faces.compiled import COMPILE_MODES, CompileOptions, compile_failure, compiled_batch
-from restoreformer_node.faces.restore import resolve_precision, restore_crops
 from restoreformer_node.model import RESTOREFORMER, tiny_config
-from restoreformer_node.model.fast import optimize_for_inference, prefers_channels_last
-from restoreformer_node.model.precision import cast_weights
+from restoreformer_node.options import COMPILE_MODES
+from restoreformer_node.runtime import (
+    CompileOptions,
+    compile_failure,
+    compiled_batch,
+    network_dtype,
+    plan_precision,
+    prepare,
+    restore_crops,
+)
+from restoreformer_node.testing import random_model
 
 
 def _sync(device: torch.device) -> None:
@@ -60,9 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
     device = torch.device(args.device)
     config = tiny_config(RESTOREFORMER) if args.tiny else RESTOREFORMER
-    net = random_model(config).to(device)
-    cast_weights(net, args.weight_dtype)  # as the loader node: weight dtype, then the fast blocks
-    optimize_for_inference(net, channels_last=prefers_channels_last(device))
+    net = prepare(random_model(config).to(device), device, args.weight_dtype).model  # as the loader node
     g = torch.Generator().manual_seed(0)
     side = config.resolution
     small = torch.rand(args.crops, 3, side // 16, side // 16, generator=g)
@@ -77,11 +81,12 @@ def main(argv: list[str] | None = None) -> int:
         "| precision | mode | input layout | compile + first call s | eager ms/crop | compiled ms/crop | speed-up | graphs | fell back | max abs diff | mean abs diff |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    dtype = next(net.parameters()).dtype
+    dtype = network_dtype(net)
     for precision in args.precisions:
-        ran, note = resolve_precision(precision, device, dtype)
-        if note:
-            print(note)
+        plan = plan_precision(precision, device, dtype)
+        if plan.note:
+            print(plan.note)
+        ran = plan.precision
 
         def eager(precision=ran):
             return restore_crops(net, crops, precision=precision, chunk_size=args.chunk)

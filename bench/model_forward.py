@@ -25,10 +25,11 @@ import time
 
 import torch
 
-from bench.common import FLOP_PER_512, diff, random_model, runtime_env, spandrel_twin, sync
+from bench.common import FLOP_PER_512, diff, runtime_env, sync
 from restoreformer_node.model import RESTOREFORMER, tiny_config
-from restoreformer_node.model.fast import HALF_ISLANDS, optimize_for_inference, winograd_available
-from restoreformer_node.model.precision import cast_weights, precision_scope
+from restoreformer_node.runtime import PrecisionPlan, cast_weights, optimize_for_inference
+from restoreformer_node.runtime.fast import HALF_ISLANDS, winograd_available
+from restoreformer_node.testing import random_model, spandrel_twin
 
 # Dense peak rates (TFLOP/s) by card name fragment: (bf16/fp16 tensor, tf32 tensor, fp32 plain).
 PEAKS = {
@@ -297,9 +298,9 @@ def _ours_fn(x, dev):
     def ours(m, precision, tf32=False, exact_codes=False, islands=None, benchmark=True):
         def fn():
             with _tf32(tf32), _islands(precision, islands), _cudnn_benchmark(benchmark), \
-                    precision_scope(dev, precision):
+                    PrecisionPlan.autocast_to(precision).scope(dev):
                 if exact_codes:
-                    with precision_scope(dev, "fp32"):
+                    with PrecisionPlan.autocast_to("fp32").scope(dev):
                         q, skips = m.encode(x)
                     return m.decode(q.z_q, skips)
                 return m(x)
@@ -312,7 +313,7 @@ def _ours_fn(x, dev):
 def _codes_fn(x, dev):
     def codes(m, precision, tf32=False):
         def fn():
-            with _tf32(tf32), precision_scope(dev, precision):
+            with _tf32(tf32), PrecisionPlan.autocast_to(precision).scope(dev):
                 return m.encode(x)[0].indices
 
         return fn
@@ -332,7 +333,7 @@ def _spandrel_fn(x, twin):
 
 
 def _plain_autocast(model, x, dev, precision):
-    with precision_scope(dev, precision):
+    with PrecisionPlan.autocast_to(precision).scope(dev):
         return model(x)
 
 

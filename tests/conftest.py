@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.common import random_model
 from restoreformer_node.model import RESTOREFORMER, RestoreFormer, tiny_config
+from restoreformer_node.testing import random_model
 
 
 def random_restoreformer(config=None, seed: int = 0) -> RestoreFormer:

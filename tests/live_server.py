@@ -1,7 +1,7 @@
 """A real ComfyUI 0.3.75 server with this pack installed, started for the tests and stopped by its PID.
 
 The server runs from COMFYUI_DIR (default `.cache/comfyui`, prepared by
-`scripts/install_test_host.sh`) on 127.0.0.1 with a free port. Everything it writes goes to a
+`tools/install_test_host.sh`) on 127.0.0.1 with a free port. Everything it writes goes to a
 temporary work folder:
 
     <work>/extra_model_paths.yaml   declares custom_nodes, facerestore_models and facedetection

@@ -16,8 +16,9 @@ import os
 import browser
 import live_fixtures
 import pytest
-from make_workflows import LOAD_MODEL
 from workflow_format import nodes_of_type, shipped_workflows, ui_to_api
+
+from tools.make_workflows import LOAD_MODEL
 
 pytestmark = pytest.mark.slow
 

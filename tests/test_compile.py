@@ -18,16 +18,16 @@ import torch
 from compile_fixtures import SIZE, FailingBackend, RecordingBackend
 from conftest import random_restoreformer
 
-from restoreformer_node.faces.compiled import (
-    COMPILE_MODES,
+from restoreformer_node.options import COMPILE_MODES
+from restoreformer_node.runtime import fast
+from restoreformer_node.runtime.batching import restore_crops
+from restoreformer_node.runtime.compile import (
     CompileOptions,
     compile_failure,
     compiled_batch,
     pad_batch,
 )
-from restoreformer_node.faces.restore import restore_crops
-from restoreformer_node.model import fast
-from restoreformer_node.model.fast import optimize_for_inference, prefers_channels_last
+from restoreformer_node.runtime.fast import optimize_for_inference, prefers_channels_last
 
 
 def _crops(n: int, seed: int = 0) -> torch.Tensor:
@@ -92,8 +92,8 @@ def test_a_cpu_restores_uncompiled_unless_asked_and_says_why(monkeypatch):
     compiles anyway."""
     from pipeline_fixtures import landmarks_at, make_faces
 
-    from restoreformer_node.faces.compiled import CPU_ENV, compile_skipped
     from restoreformer_node.faces.pipeline import restore_faces
+    from restoreformer_node.runtime.compile import CPU_ENV, compile_skipped
 
     monkeypatch.delenv(CPU_ENV, raising=False)
     net = _loaded_like_the_nodes(seed=6)
@@ -111,7 +111,7 @@ def test_a_cpu_restores_uncompiled_unless_asked_and_says_why(monkeypatch):
     images = torch.rand(1, 96, 96, 3)
     faces = make_faces([(0, landmarks_at(48, 48, 40, 0))], 1, 96, 96)
     result = restore_faces(images, net, faces, compile_options=CompileOptions(backend=backend))
-    assert note in result.notes and backend.batches == []
+    assert result.report.compile_note == note and result.report.compiled is None and backend.batches == []
     monkeypatch.setenv(CPU_ENV, "1")
     assert compile_skipped(CompileOptions(), "cpu") is None
     restore_crops(net, crops, chunk_size=2, compile_options=CompileOptions(backend=backend))
@@ -121,7 +121,7 @@ def test_a_cpu_restores_uncompiled_unless_asked_and_says_why(monkeypatch):
 def test_a_channels_last_input_traces_one_graph_and_restores_like_eager():
     """The layout switch for the compiled graph (CHANNELS_LAST_INPUT, measured per device by
     bench/gpu_all.sh): the graph sees NHWC crops, still one graph for every chunk, same result."""
-    from restoreformer_node.faces.compiled import CHANNELS_LAST_INPUT, uses_channels_last
+    from restoreformer_node.runtime.compile import CHANNELS_LAST_INPUT, uses_channels_last
 
     assert uses_channels_last(CompileOptions(), "cpu") is False
     assert uses_channels_last(CompileOptions(), "cuda") is CHANNELS_LAST_INPUT["cuda"]
@@ -141,7 +141,7 @@ def test_a_bf16_weights_network_compiles_with_bf16_crops_and_its_own_cache_key()
     """Load RestoreFormer Model's weight_dtype bf16 with the Compile node: the graph gets the crops in
     bf16 (no autocast), one graph for all chunks, the uncompiled bf16 result; an fp32 network of
     the same weights compiles separately (the cache key holds the weight dtype)."""
-    from restoreformer_node.model.precision import cast_weights
+    from restoreformer_node.runtime.precision import cast_weights
 
     fp32 = _loaded_like_the_nodes(seed=11)
     net = cast_weights(_loaded_like_the_nodes(seed=11), "bf16")
@@ -264,10 +264,7 @@ def test_compile_options_travel_on_a_copy_of_the_model_value():
         loaded.compile_options = CompileOptions()  # type: ignore[misc]
 
 
-def test_cli_compile_modes_match_the_library():
-    from restoreformer_node import restore_cli
-
-    assert restore_cli.COMPILE_MODES == COMPILE_MODES
+def test_cli_compile_flags():
     from restoreformer_node.cli import build_parser
 
     args = build_parser().parse_args(["restore", "a.png", "--model", "m.safetensors", "--out", "o", "--compile"])
@@ -284,7 +281,7 @@ def test_cli_compile_restores_like_the_cli_without_it(tmp_path, astronaut, grace
     from PIL import Image
 
     from restoreformer_node.cli import main
-    from restoreformer_node.faces.compiled import CPU_ENV
+    from restoreformer_node.runtime.compile import CPU_ENV
     from restoreformer_node.weights import save_restoreformer
 
     net = random_restoreformer(seed=8)

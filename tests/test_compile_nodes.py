@@ -24,12 +24,13 @@ import_comfy()
 
 import folder_paths  # noqa: E402
 
-from restoreformer_node.faces.compiled import COMPILE_MODES, CompileOptions  # noqa: E402
-from restoreformer_node.model.fast import optimize_for_inference  # noqa: E402
 from restoreformer_node.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: E402
 from restoreformer_node.nodes.compile_nodes import CompileModel  # noqa: E402
 from restoreformer_node.nodes.model_nodes import MODEL_FOLDER, LoadModel  # noqa: E402
 from restoreformer_node.nodes.restore_nodes import RestoreFaces  # noqa: E402
+from restoreformer_node.options import COMPILE_MODES  # noqa: E402
+from restoreformer_node.runtime.compile import CompileOptions  # noqa: E402
+from restoreformer_node.runtime.fast import optimize_for_inference  # noqa: E402
 
 NODE_ID = "RestoreFormerCompileModel"
 
@@ -111,7 +112,7 @@ def test_restore_faces_runs_the_compiled_network_and_matches_eager(rf_model):
 def test_the_compile_node_on_a_cpu_restores_uncompiled_and_the_report_says_why(rf_model, monkeypatch):
     """What a CPU-only ComfyUI gets from the node: no graph captured, the eager result, and a
     report that does not claim compiling but says why and how to force it."""
-    from restoreformer_node.faces.compiled import CPU_ENV
+    from restoreformer_node.runtime.compile import CPU_ENV
 
     monkeypatch.delenv(CPU_ENV, raising=False)
     images, faces = _scene()

@@ -10,7 +10,7 @@ import torch
 from detection_fixtures import collage, image_batch, network_blocked, write_retinaface_weights
 
 from restoreformer_node.faces.detection import (
-    DETECTOR_KINDS,
+    DETECTORS,
     MIN_IMAGE_SIDE,
     Detection,
     DetectorWeightsMissing,
@@ -176,7 +176,8 @@ def test_rgba_and_gray_find_the_same_face(mtcnn, small_astronaut, small_referenc
 def test_flat_image_has_no_face(mtcnn):
     faces = find_faces(mtcnn, torch.full((2, 256, 320, 3), 0.4))
     assert len(faces) == 0
-    assert faces.notes == ("image 0: no face found", "image 1: no face found")
+    assert faces.images_without_faces == (0, 1) and faces.notes == ()
+    assert summarize(faces).splitlines() == ["no face found in 2 images (320x256) by MTCNN (facenet-pytorch)"]
 
 
 def test_bad_image_shapes_are_named(mtcnn):
@@ -324,7 +325,7 @@ def test_preview_of_faces_value_handles_rgba_gray_and_empty(small_astronaut, sma
 # ----------------------------------------------------------------------------------- RetinaFace
 
 
-RETINAFACE_KINDS = [k for k in DETECTOR_KINDS if k.startswith("retinaface")]
+RETINAFACE_KINDS = [k for k in DETECTORS if k.startswith("retinaface")]
 
 
 @pytest.mark.parametrize("kind", RETINAFACE_KINDS)

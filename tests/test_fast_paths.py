@@ -15,14 +15,15 @@ from conftest import random_restoreformer
 
 from restoreformer_node.model import RESTOREFORMER, RESTOREFORMER_PLUSPLUS, RestoreFormer, tiny_config
 from restoreformer_node.model.blocks import ResnetBlock, Upsample
-from restoreformer_node.model.fast import (
+from restoreformer_node.runtime import PrecisionPlan, is_optimized, run
+from restoreformer_node.runtime.fast import (
     HALF_ISLANDS,
     WINOGRAD_MIN_SIDE,
     FastAttentionBlock,
     FastConv3x3,
     FastResnetBlock,
     FastUpsample,
-    _norm_silu,
+    norm_silu,
     optimize_for_inference,
     restore_plain,
     stream_conv,
@@ -30,7 +31,6 @@ from restoreformer_node.model.fast import (
     subpixel_weight,
     winograd_available,
 )
-from restoreformer_node.model.precision import is_prepared, precision_dtype, run
 
 
 def _input(batch: int = 2, size: int = 64, seed: int = 1) -> torch.Tensor:
@@ -100,14 +100,14 @@ def test_state_dict_keys_unchanged_and_cache_follows_new_weights():
         assert (fast(_input(1)) - other(_input(1))).abs().max() <= FAST_MAX_DIFF
 
 
-def test_restore_plain_and_is_prepared():
+def test_restore_plain_and_is_optimized():
     model = random_restoreformer()
-    assert not is_prepared(model)
+    assert not is_optimized(model)
     optimize_for_inference(model)
-    assert is_prepared(model)
+    assert is_optimized(model)
     assert isinstance(model.encoder.down[0].block[0], FastResnetBlock)
     restore_plain(model)
-    assert not is_prepared(model)
+    assert not is_optimized(model)
     assert type(model.encoder.down[0].block[0]) is ResnetBlock
     assert type(model.decoder.up[1].upsample) is Upsample
     assert "subpixel_weight" not in dict(model.named_buffers())
@@ -239,7 +239,7 @@ def test_islands_under_autocast(dtype, islands, monkeypatch):
     stream = torch.float32 if islands else dtype
     x = x.to(stream)  # the stream as conv_in's output has it
     with torch.no_grad(), torch.autocast("cpu", dtype=dtype):
-        assert _norm_silu(block.norm1, x[:, :32].to(dtype)).dtype == stream
+        assert norm_silu(block.norm1, x[:, :32].to(dtype)).dtype == stream
         assert block(x[:, :32]).dtype == stream  # residual stream
         assert attn(x, x).dtype == stream
         assert upsample(x).dtype == stream
@@ -260,7 +260,7 @@ def test_lean_bf16_and_a_bf16_cast_model_stay_close_to_fp32():
         ref = model(x)
         cast = copy.deepcopy(model).to(torch.bfloat16)
         native = cast(x.bfloat16())
-    lean = run(model, x, "bf16", exact_codes=True)
+    lean = run(model, x, PrecisionPlan.autocast_to("bf16"), exact_codes=True)
     assert native.dtype == torch.bfloat16
     for out in (lean, native.float()):
         assert torch.isfinite(out).all()
@@ -288,22 +288,26 @@ def test_run_precisions_and_exact_codes():
         ref = model(x)
     fast = copy.deepcopy(model)
     out32 = run(fast, x, "fp32")  # prepares in place
-    assert is_prepared(fast)
+    assert is_optimized(fast)
     assert out32.dtype == torch.float32 and (out32 - ref).abs().max() <= 3e-5
-    exact = run(fast, x, "bf16", exact_codes=True)
+    exact = run(fast, x, PrecisionPlan.autocast_to("bf16"), exact_codes=True)
     assert torch.isfinite(exact).all()
     assert (exact - ref).abs().mean() <= 0.02  # bf16 decoder only: no dictionary entry flips
-    loose = run(fast, x, "bf16")
+    loose = run(fast, x, PrecisionPlan.autocast_to("bf16"))
     assert torch.isfinite(loose).all() and (loose - ref).abs().mean() <= 0.2
 
 
-def test_precision_names_and_cpu_fp16_refused():
-    assert precision_dtype("bf16", "cpu") == torch.bfloat16
-    assert precision_dtype("fp16", "cuda") == torch.float16
-    with pytest.raises(ValueError, match="fp16.*GPU"):
-        precision_dtype("fp16", "cpu")
-    with pytest.raises(ValueError, match="precision='fp8'"):
-        precision_dtype("fp8", "cpu")
+def test_run_goes_through_the_precision_policy():
+    """A precision name given to `run` gets what users get (bf16 on a CPU runs fp32); a plan built
+    with PrecisionPlan.autocast_to runs reduced precision anyway (for measurements)."""
+    model = random_restoreformer()
+    x = _input(1)
+    calls = []
+    model.decoder.register_forward_hook(lambda m, args, out: calls.append(torch.is_autocast_enabled("cpu")))
+    by_name = run(model, x, "bf16")
+    assert calls == [False] and torch.equal(by_name, run(model, x, "fp32"))
+    run(model, x, PrecisionPlan.autocast_to("bf16"))
+    assert calls[-1] is True
 
 
 def test_optimize_accepts_any_restoreformer_config():

@@ -41,7 +41,7 @@ def test_mhca_p_is_the_default_and_keeps_the_published_layout():
 
 
 def test_mhca_p_matches_spandrel_on_the_same_weights():
-    from bench.common import spandrel_twin
+    from restoreformer_node.testing import spandrel_twin
 
     ours = _tiny("mhca_p")
     ref = spandrel_twin(ours)  # same weights, loaded strictly

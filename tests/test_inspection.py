@@ -17,7 +17,7 @@ from inspection_fixtures import face_crops
 
 from restoreformer_node import inspection as ins
 from restoreformer_node.model import RESTOREFORMER, RESTOREFORMER_PLUSPLUS, tiny_config
-from restoreformer_node.model.precision import cast_weights
+from restoreformer_node.runtime.precision import cast_weights
 
 VARIANTS = {"RF": RESTOREFORMER, "RF++": RESTOREFORMER_PLUSPLUS}
 

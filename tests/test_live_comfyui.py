@@ -16,9 +16,10 @@ import live_fixtures
 import numpy as np
 import pytest
 from live_server import Events, history_error, history_messages
-from make_workflows import ATLAS, ATTENTION, CODE_MAP, DETECT, LOAD_MODEL, PASTE, RESTORE, SPECS, USAGE
 from PIL import Image
 from workflow_format import nodes_of_type, shipped_workflows, ui_to_api
+
+from tools.make_workflows import ATLAS, ATTENTION, CODE_MAP, DETECT, LOAD_MODEL, PASTE, RESTORE, SPECS, USAGE
 
 pytestmark = pytest.mark.slow
 

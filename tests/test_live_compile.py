@@ -12,9 +12,10 @@ import live_fixtures
 import numpy as np
 import pytest
 from live_server import history_error
-from make_workflows import LOAD_MODEL, RESTORE
 from PIL import Image
 from workflow_format import nodes_of_type, shipped_workflows, ui_to_api
+
+from tools.make_workflows import LOAD_MODEL, RESTORE
 
 pytestmark = pytest.mark.slow
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 from weights_fixtures import calibrated_restoreformer, image_batch
 
-from bench.common import spandrel_twin
 from restoreformer_node.model import RESTOREFORMER, Trace, tiny_config
-from restoreformer_node.model.fast import optimize_for_inference, prefers_channels_last
+from restoreformer_node.runtime.fast import optimize_for_inference, prefers_channels_last
+from restoreformer_node.testing import spandrel_twin
 
 
 @pytest.fixture

@@ -18,15 +18,17 @@ from pipeline_fixtures import landmarks_at, make_faces
 
 from restoreformer_node.faces.detection import find_faces, load_detector
 from restoreformer_node.faces.pipeline import align_faces, restore_faces
-from restoreformer_node.faces.restore import (
+from restoreformer_node.model import RESTOREFORMER, RESTOREFORMER_PLUSPLUS
+from restoreformer_node.runtime import (
     CPU_CHUNK,
+    PrecisionPlan,
     activation_bytes_per_crop,
+    cast_weights,
     pick_chunk_size,
-    resolve_precision,
+    plan_precision,
+    plan_weight_dtype,
     restore_crops,
 )
-from restoreformer_node.model import RESTOREFORMER, RESTOREFORMER_PLUSPLUS
-from restoreformer_node.model.precision import cast_weights
 
 
 class Identity(torch.nn.Module):
@@ -78,8 +80,8 @@ def test_identity_network_round_trip_is_above_40db_and_exact_outside_the_mask(ph
         assert len(faces) == 1
         images = _float(img)
         model = Counting(Identity())
-        out, mask, crops, notes = restore_faces(images, model, faces, color_match="none")
-        assert notes == ()
+        out, mask, crops, report = restore_faces(images, model, faces, color_match="none")
+        assert report.lines() == [report.head()]  # nothing to tell beyond what was done
         assert model.calls == [1]
         assert crops.shape == (1, 512, 512, 3)
         assert psnr(out, images) >= 40
@@ -189,19 +191,23 @@ def test_no_face_passes_the_image_through_with_a_note():
     images = torch.rand(2, 64, 80, 3)
     faces = make_faces([], 2, 64, 80, detector="mtcnn")
     net = Counting(random_restoreformer())
-    out, mask, crops, notes = restore_faces(images, net, faces)
+    out, mask, crops, report = restore_faces(images, net, faces)
     assert out is images and net.calls == []
     assert mask.shape == (2, 64, 80) and not mask.any()
     assert crops.shape[0] == 0
-    assert len(notes) == 1 and "no face found by mtcnn" in notes[0]
+    assert report.faces == 0 and report.images_without_faces == (0, 1)
+    lines = report.lines()
+    assert lines[1] == "no face found by mtcnn in any of the 2 images: passed through unchanged"
+    assert sum("no face" in line for line in lines) == 1  # said once
 
 
 def test_an_image_of_the_batch_without_faces_is_named():
     images, faces = _video_batch(frames=3, per_frame=1)
     faces = make_faces([(0, faces.faces[0].landmarks), (2, faces.faces[2].landmarks)], 3, *images.shape[1:3])
-    out, mask, _, notes = restore_faces(images, Negate(), faces, crop_size=64)
+    out, mask, _, report = restore_faces(images, Negate(), faces, crop_size=64)
     assert torch.equal(out[1], images[1]) and not mask[1].any()
-    assert any("image(s) 1 of 3" in n for n in notes)
+    assert report.images_without_faces == (1,) and report.faces == 2
+    assert any("image(s) 1 of 3" in line for line in report.lines())
 
 
 def test_tiny_images_and_faces_larger_than_the_image():
@@ -230,15 +236,31 @@ def test_bad_inputs_name_the_problem():
         restore_faces(images, random_restoreformer(), faces, crop_size=512)
 
 
+def test_one_precision_policy():
+    """plan_precision is the one place that decides what runs; every caller reads its plan."""
+    assert plan_precision("fp16", "cpu") == PrecisionPlan("fp32", note="precision fp16 is for GPUs; running fp32 on the CPU instead")
+    assert plan_precision("fp32", "cpu") == PrecisionPlan("fp32")
+    assert plan_precision("bf16", "cuda") == PrecisionPlan("bf16", autocast=True) or not torch.cuda.is_available()
+    with pytest.raises(ValueError, match="precision must be one of"):
+        plan_precision("fp8", "cpu")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        PrecisionPlan("fp8")
+    assert PrecisionPlan.autocast_to("bf16") == PrecisionPlan("bf16", autocast=True)
+    assert plan_weight_dtype("fp32", "cpu") == ("fp32", None)
+    held, note = plan_weight_dtype("bf16", "cpu")
+    assert held == "fp32" and "for GPUs" in note
+    with pytest.raises(ValueError, match="weight_dtype"):
+        plan_weight_dtype("fp8", "cuda")
+
+
 def test_half_precision_on_cpu_falls_back_to_fp32_and_says_so():
-    assert resolve_precision("fp16", "cpu") == ("fp32", "precision fp16 is for GPUs; running fp32 on the CPU instead")
-    assert resolve_precision("fp32", "cpu") == ("fp32", None)
     images, faces = _video_batch(frames=1, per_frame=1)
     net = random_restoreformer()
     a = restore_faces(images, net, faces, precision="bf16")
     b = restore_faces(images, net, faces, precision="fp32")
     assert torch.equal(a.images, b.images)
-    assert any("running fp32" in n for n in a.notes)
+    assert a.report.precision == "fp32" and "running fp32" in a.report.precision_note
+    assert b.report.precision_note is None and b.report.chunk_size == CPU_CHUNK
 
 
 def test_bf16_weights_run_natively_in_bf16_and_say_so():
@@ -253,16 +275,17 @@ def test_bf16_weights_run_natively_in_bf16_and_say_so():
     assert {p.dtype for n, p in net.named_parameters() if not n.startswith("quantize.")} == {torch.bfloat16}
     assert list(net.state_dict()) == list(fp32.state_dict())
 
-    assert resolve_precision("bf16", "cpu", torch.bfloat16) == ("bf16", None)
-    ran, note = resolve_precision("fp32", "cpu", torch.bfloat16)
-    assert ran == "bf16" and "weights are bf16" in note and "weight_dtype fp32" in note
+    assert plan_precision("bf16", "cpu", torch.bfloat16) == PrecisionPlan("bf16")
+    plan = plan_precision("fp32", "cpu", torch.bfloat16)
+    assert plan.precision == "bf16" and not plan.autocast
+    assert "weights are bf16" in plan.note and "weight_dtype fp32" in plan.note
 
     images, faces = _video_batch(frames=2, per_frame=1)
     calls = []
     net.register_forward_hook(lambda m, args, out: calls.append((args[0].dtype, torch.is_autocast_enabled("cpu"))))
     result = restore_faces(images, net, faces, precision="fp32")
     assert calls == [(torch.bfloat16, False)]
-    assert any("weights are bf16" in n for n in result.notes)
+    assert result.report.precision == "bf16" and "weights are bf16" in result.report.precision_note
     # the same crops through the network directly, in bf16: restore_crops adds nothing else
     crops = align_faces(images, faces, crop_size=net.config.resolution).permute(0, 3, 1, 2).contiguous()
     direct = restore_crops(net, crops, chunk_size=8)

@@ -24,8 +24,10 @@ import comfy.utils  # noqa: E402
 import folder_paths  # noqa: E402
 
 from restoreformer_node.nodes import NODE_CLASS_MAPPINGS  # noqa: E402
-from restoreformer_node.nodes.model_nodes import MODEL_FOLDER, LoadModel, RFModel, stored_weight_dtype  # noqa: E402
+from restoreformer_node.nodes.model_nodes import MODEL_FOLDER, LoadModel  # noqa: E402
 from restoreformer_node.nodes.restore_nodes import AlignFaces, PasteFaces, RestoreFaces  # noqa: E402
+from restoreformer_node.nodes.types import RFModel  # noqa: E402
+from restoreformer_node.runtime import plan_weight_dtype  # noqa: E402
 
 MY_NODES = ("RestoreFormerModelLoader", "RestoreFormerRestoreFaces", "RestoreFormerAlignFaces", "RestoreFormerPasteFaces")
 
@@ -122,13 +124,9 @@ def test_loader_lists_the_folder_wraps_the_network_and_caches_per_file_version(m
 def test_loader_weight_dtype_keeps_fp32_on_the_cpu_and_the_report_says_so(model_dir):
     """weight_dtype bf16 pays on GPUs only; on this CPU host the loader keeps the fp32 network (the
     same cached one) and Restore Faces' report tells why. The GPU branch of the decision is
-    stored_weight_dtype's, checked here for its CPU and bad-value answers."""
+    runtime.plan_weight_dtype's (tests/test_pipeline.py)."""
     assert LoadModel.INPUT_TYPES()["optional"]["weight_dtype"][0] == ["fp32", "bf16"]
-    assert stored_weight_dtype("fp32", "cpu") == ("fp32", None)
-    stored, note = stored_weight_dtype("bf16", "cpu")
-    assert stored == "fp32" and "for GPUs" in note
-    with pytest.raises(ValueError, match="weight_dtype"):
-        stored_weight_dtype("fp8", "cuda")
+    _, note = plan_weight_dtype("bf16", "cpu")
     (fp32,) = LoadModel().load("tiny_rf.safetensors")
     (asked_bf16,) = LoadModel().load("tiny_rf.safetensors", weight_dtype="bf16")
     assert asked_bf16.patcher is fp32.patcher  # no second copy of the weights

@@ -76,11 +76,8 @@ class VQAutoencoder(RestoreFormer):
     """
 
     def forward(self, x: torch.Tensor):  # type: ignore[override]
-        h, skips = self.encoder(x)
-        z = self.quant_conv(h)
-        q = self.quantize(z)  # q.z_q: straight-through, value = entries, gradient -> z
-        entries = self.quantize.lookup(q.indices).to(z.dtype)
-        return self.decode(q.z_q, skips), z, entries
+        out, q = self.forward_with_loss(x)  # DDP wraps `forward`, so it hands back what the losses need
+        return out, q.z, q.entries
 
 
 def freeze_unused_attention_norms(model: nn.Module) -> int:

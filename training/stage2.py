@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 
 from restoreformer_node.model import RestoreFormer, RestoreFormerConfig
 from restoreformer_node.model.blocks import AttentionBlock
-from restoreformer_node.model.fusion import DEGRADED_ONLY, SELF_ATTENTION
+from restoreformer_node.model.fusion import SELF_ATTENTION
 
 from .config import (
     DataConfig,
@@ -184,12 +184,8 @@ class RestoreFormerTrainee(RestoreFormer):
     """
 
     def forward(self, x: torch.Tensor):  # type: ignore[override]
-        h, skips = self.encoder(x)
-        z_d = self.quant_conv(h)
-        q = self.quantize(z_d)
-        z_p = self.quantize.lookup(q.indices).to(z_d.dtype)
-        decoded = z_d if self.config.fusion in DEGRADED_ONLY else q.z_q
-        return self.decode(decoded, skips), z_d, z_p
+        out, q = self.forward_with_loss(x)  # DDP wraps `forward`, so it hands back what L_p needs
+        return out, q.z, q.entries
 
 
 def read_stage1_state(path: str) -> dict[str, torch.Tensor]:

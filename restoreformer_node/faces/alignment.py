@@ -19,13 +19,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..options import BORDER_MODES
 from .template import CROP_SIZE, invert_affine
 
-BORDER_MODES = ("constant", "edge", "reflect")
 # facexlib's FaceRestoreHelper fills the outside of the image with this grey (the released
 # RestoreFormer inference sees it), /255.
 FACEXLIB_GREY = (135 / 255, 133 / 255, 132 / 255)
-_LUMA = (0.299, 0.587, 0.114)  # Rec. 601, for one-channel images
+LUMA = (0.299, 0.587, 0.114)  # Rec. 601, for one-channel images
 
 
 def scale_affines(affines: torch.Tensor, from_size: int = CROP_SIZE, to_size: int = CROP_SIZE) -> torch.Tensor:
@@ -36,14 +36,14 @@ def scale_affines(affines: torch.Tensor, from_size: int = CROP_SIZE, to_size: in
     return affines.to(torch.float64) * (to_size / from_size)
 
 
-def _homogeneous(m: torch.Tensor) -> torch.Tensor:
+def homogeneous(m: torch.Tensor) -> torch.Tensor:
     """[N, 2, 3] -> [N, 3, 3]."""
     bottom = torch.zeros(m.shape[0], 1, 3, dtype=m.dtype, device=m.device)
     bottom[:, 0, 2] = 1
     return torch.cat([m, bottom], dim=1)
 
 
-def _pixels_from_normalized(size_w: int, size_h: int, n: int) -> torch.Tensor:
+def pixels_from_normalized(size_w: int, size_h: int, n: int) -> torch.Tensor:
     """[N, 3, 3] maps normalized grid coords (align_corners=False) -> pixel coords."""
     m = torch.zeros(n, 3, 3, dtype=torch.float64)
     m[:, 0, 0], m[:, 0, 2] = size_w / 2, (size_w - 1) / 2
@@ -52,7 +52,7 @@ def _pixels_from_normalized(size_w: int, size_h: int, n: int) -> torch.Tensor:
     return m
 
 
-def _normalized_from_pixels(size_w: int, size_h: int, n: int) -> torch.Tensor:
+def normalized_from_pixels(size_w: int, size_h: int, n: int) -> torch.Tensor:
     """[N, 3, 3] maps pixel coords -> normalized grid coords (align_corners=False)."""
     m = torch.zeros(n, 3, 3, dtype=torch.float64)
     m[:, 0, 0], m[:, 0, 2] = 2 / size_w, 1 / size_w - 1
@@ -61,7 +61,7 @@ def _normalized_from_pixels(size_w: int, size_h: int, n: int) -> torch.Tensor:
     return m
 
 
-def _translation(offsets: torch.Tensor) -> torch.Tensor:
+def translation(offsets: torch.Tensor) -> torch.Tensor:
     """[N, 2] (dx, dy) -> [N, 3, 3] translations by +offset."""
     m = torch.eye(3, dtype=torch.float64).repeat(offsets.shape[0], 1, 1)
     m[:, :2, 2] = offsets.to(torch.float64)
@@ -173,7 +173,7 @@ def border_fill(channels: int) -> tuple[float, ...]:
     """The constant border colour for `channels` colour channels (facexlib's grey)."""
     if channels == 3:
         return FACEXLIB_GREY
-    return (sum(c * w for c, w in zip(FACEXLIB_GREY, _LUMA)),) * channels
+    return (sum(c * w for c, w in zip(FACEXLIB_GREY, LUMA)),) * channels
 
 
 @dataclass(frozen=True)
@@ -219,7 +219,7 @@ def warp_to_crops(
     if N == 0:
         return AlignedCrops(crops, valid, affines)
     groups = plan_windows(crop_footprints(affines, S), H, W, mirror=border == "reflect")
-    inverse = _homogeneous(invert_affine(affines))
+    inverse = homogeneous(invert_affine(affines))
     padding = {"constant": "zeros", "edge": "border", "reflect": "reflection"}[border]
     for group in groups:
         n, h, w = len(group.indices), group.height, group.width
@@ -227,10 +227,10 @@ def warp_to_crops(
         windows = windows.to(device=device, dtype=torch.float32).permute(0, 3, 1, 2)
         # crop normalized -> crop pixels -> source pixels -> window pixels -> window normalized
         theta = (
-            _normalized_from_pixels(w, h, n)
-            @ _translation(-group.origins)
+            normalized_from_pixels(w, h, n)
+            @ translation(-group.origins)
             @ inverse[group.indices]
-            @ _pixels_from_normalized(S, S, n)
+            @ pixels_from_normalized(S, S, n)
         )[:, :2]
         grid = F.affine_grid(theta.to(device, torch.float32), [n, channels, S, S], align_corners=False)
         out = F.grid_sample(windows, grid, mode="bilinear", padding_mode=padding, align_corners=False)

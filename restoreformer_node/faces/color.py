@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-COLOR_MATCH_MODES = ("none", "mean", "mean_std")
+from ..options import COLOR_MATCH_MODES
 
 _RGB_TO_XYZ = torch.tensor(
     [[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750], [0.0193339, 0.1191920, 0.9503041]]

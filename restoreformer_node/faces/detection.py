@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
+from ..options import DEFAULT_DETECTOR, DETECTORS, FACE_ORDERS, FACE_SELECT_MODES
 from .detectors import (
     DEFAULT_MAX_SIDE,
-    DETECTOR_KINDS,
     MIN_IMAGE_SIDE,
     Detection,
     DetectorWeightsMissing,
@@ -31,9 +31,6 @@ from .detectors import (
 from .detectors.base import check_images, detection_size
 from .template import CROP_SIZE, similarity_transform, template_points
 from .types import DetectedFace, Faces
-
-SELECT_MODES = ("all", "largest", "by index")
-ORDERS = ("left to right", "largest first")
 
 
 def parse_indices(text: str) -> tuple[int, ...]:
@@ -80,10 +77,10 @@ class FaceSelection:
     order: str = "left to right"
 
     def __post_init__(self):
-        if self.mode not in SELECT_MODES:
-            raise ValueError(f"selection mode {self.mode!r}: choose one of {', '.join(SELECT_MODES)}")
-        if self.order not in ORDERS:
-            raise ValueError(f"face order {self.order!r}: choose one of {', '.join(ORDERS)}")
+        if self.mode not in FACE_SELECT_MODES:
+            raise ValueError(f"selection mode {self.mode!r}: choose one of {', '.join(FACE_SELECT_MODES)}")
+        if self.order not in FACE_ORDERS:
+            raise ValueError(f"face order {self.order!r}: choose one of {', '.join(FACE_ORDERS)}")
         if self.mode == "by index" and not self.indices:
             raise ValueError("selection 'by index' needs at least one face index (e.g. '0' or '0,2')")
 
@@ -100,7 +97,7 @@ def order_faces(found: Detection, order: str) -> Detection:
     elif order == "largest first":
         keys = [(-size[i], cx[i], cy[i]) for i in range(len(found))]
     else:
-        raise ValueError(f"face order {order!r}: choose one of {', '.join(ORDERS)}")
+        raise ValueError(f"face order {order!r}: choose one of {', '.join(FACE_ORDERS)}")
     return found.take(sorted(range(len(found)), key=keys.__getitem__))
 
 
@@ -140,8 +137,6 @@ def select_faces(found: Detection, selection: FaceSelection) -> ImageSelection:
             notes.append(f"face index {', '.join(map(str, missing))} not found ({count} faces)")
     if total and not chosen:
         notes.append(f"{total} face(s) found, none passed the selection")
-    elif not total:
-        notes.append("no face found")
     return ImageSelection(ordered, tuple(chosen), total, tuple(notes))
 
 
@@ -229,17 +224,34 @@ def find_faces_detailed(
     return faces, per_image
 
 
+def faces_or_detect(
+    images: torch.Tensor,
+    faces: Faces | None = None,
+    detector: FaceDetector | None = None,
+    device: torch.device | str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[Faces, list[str]]:
+    """The faces to work on: `faces` if given, else those `detector` finds, else those the default
+    detector (MTCNN, whose weights ship with facenet-pytorch) finds on `device`. Returns (faces,
+    notes saying which source was used when that is not obvious)."""
+    notes: list[str] = []
+    if faces is not None:
+        if detector is not None:
+            notes.append("both faces and a detector are connected: the connected faces are used")
+        return faces, notes
+    if detector is None:
+        detector = load_detector(DEFAULT_DETECTOR, device=device)
+        notes.append(f"no faces or detector connected: detected with {DEFAULT_DETECTOR.upper()}")
+    return find_faces(detector, images, progress=progress), notes
+
+
 def summarize(faces: Faces) -> str:
     """A few lines for people: how many faces, where, with what confidence, and the notes."""
     images = "image" if faces.batch_size == 1 else f"{faces.batch_size} images"
-    lines = [
-        f"{len(faces)} face{'s' if len(faces) != 1 else ''} in {images} "
-        f"({faces.image_width}x{faces.image_height}) by {faces.detector or 'unknown detector'}"
-    ]
-    if not len(faces):
-        lines[0] = f"no face found in {images} ({faces.image_width}x{faces.image_height}) by " + (
-            faces.detector or "unknown detector"
-        )
+    found = f"{len(faces)} face{'s' if len(faces) != 1 else ''}" if len(faces) else "no face found"
+    lines = [f"{found} in {images} ({faces.image_width}x{faces.image_height}) by {faces.detector or 'unknown detector'}"]
+    if len(faces) and faces.images_without_faces:
+        lines.append(faces.no_face_line())
     for image_index in range(faces.batch_size):
         for number, face in enumerate(faces.for_image(image_index)):
             x0, y0, x1, y1 = face.box.tolist()
@@ -248,24 +260,23 @@ def summarize(faces: Faces) -> str:
                 f"{where}face {number}: box ({x0:.0f}, {y0:.0f})-({x1:.0f}, {y1:.0f}), "
                 f"size {face.size:.0f} px, score {face.score:.3f}"
             )
-    # A lone image's "no face found" note would repeat the first line.
-    redundant = {"no face found"} if faces.batch_size == 1 and not len(faces) else set()
-    lines.extend(f"note: {note}" for note in faces.notes if note not in redundant)
+    lines.extend(f"note: {note}" for note in faces.notes)
     return "\n".join(lines)
 
 
 __all__ = [
     "DEFAULT_MAX_SIDE",
-    "DETECTOR_KINDS",
+    "DETECTORS",
     "MIN_IMAGE_SIDE",
-    "ORDERS",
-    "SELECT_MODES",
+    "FACE_ORDERS",
+    "FACE_SELECT_MODES",
     "Detection",
     "DetectorWeightsMissing",
     "FaceDetector",
     "FaceSelection",
     "ImageSelection",
     "build_faces",
+    "faces_or_detect",
     "clear_detector_cache",
     "find_faces",
     "find_faces_detailed",

@@ -17,18 +17,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..options import DEFAULT_ERODE, DEFAULT_FEATHER
 from .alignment import (
-    _homogeneous,
-    _normalized_from_pixels,
-    _pixels_from_normalized,
-    _translation,
     crop_footprints,
+    homogeneous,
+    normalized_from_pixels,
+    pixels_from_normalized,
     plan_windows,
+    translation,
 )
 from .template import CROP_SIZE
-
-DEFAULT_ERODE = 8.0
-DEFAULT_FEATHER = 40.0
 
 
 def _ramp(distance: torch.Tensor, erode: float, feather: float) -> torch.Tensor:
@@ -95,15 +93,15 @@ def paste_faces(
     device = crops.device
     # only the part of each crop where the mask can be > 0 is looked at
     boxes = crop_footprints(affines, S, inset=min(erode_px, S / 2 - 1), margin=1.0)
-    forward = _homogeneous(affines)
+    forward = homogeneous(affines)
     for group in plan_windows(boxes, H, W):
         n, h, w = len(group.indices), group.height, group.width
         # window normalized -> window pixels -> source pixels -> crop pixels -> crop normalized
         theta = (
-            _normalized_from_pixels(S, S, n)
+            normalized_from_pixels(S, S, n)
             @ forward[group.indices]
-            @ _translation(group.origins)
-            @ _pixels_from_normalized(w, h, n)
+            @ translation(group.origins)
+            @ pixels_from_normalized(w, h, n)
         )[:, :2]
         grid = F.affine_grid(theta.to(device, torch.float32), [n, Cc, h, w], align_corners=False)
         idx = group.indices.to(device)

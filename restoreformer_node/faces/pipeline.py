@@ -12,16 +12,18 @@ Rec. 601 luma, which returns the same gray for a gray input.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 
-from .alignment import _LUMA, BORDER_MODES, face_arrays, warp_to_crops
-from .color import COLOR_MATCH_MODES, match_colors
-from .compiled import CompileOptions, compile_failure, compile_skipped
-from .paste import DEFAULT_ERODE, DEFAULT_FEATHER, crop_space_mask, paste_faces
-from .restore import network_dtype, resolve_precision, restore_crops
+from ..options import BORDER_MODES, COLOR_MATCH_MODES, DEFAULT_ERODE, DEFAULT_FEATHER
+from ..runtime import CompileOptions, run_crops
+from .alignment import LUMA, face_arrays, warp_to_crops
+from .color import match_colors
+from .paste import crop_space_mask, paste_faces
+from .report import RunReport
 from .types import Faces
 
 Progress = Callable[[int, int], None]  # (faces done, faces in total); may raise to stop
@@ -31,7 +33,7 @@ class RestoreResult(NamedTuple):
     images: torch.Tensor  # [B, H, W, C] like the input (same dtype and device)
     mask: torch.Tensor  # [B, H, W] float32 in [0, 1]: where restored faces were pasted
     crops: torch.Tensor  # [N, S, S, 3] float32 restored crops (IMAGE layout), on the images' device
-    notes: tuple[str, ...]  # things the user should be told (no face found, precision fallback)
+    report: RunReport  # what ran and what the user should be told
 
 
 def color_channels(images: torch.Tensor) -> int:
@@ -53,7 +55,7 @@ def from_rgb(crops: torch.Tensor, channels: int) -> torch.Tensor:
     """[N, 3, S, S] -> [N, channels, S, S] (Rec. 601 luma for one channel)."""
     if channels == 3:
         return crops
-    w = torch.tensor(_LUMA, dtype=crops.dtype, device=crops.device).view(1, 3, 1, 1)
+    w = torch.tensor(LUMA, dtype=crops.dtype, device=crops.device).view(1, 3, 1, 1)
     return (crops * w).sum(dim=1, keepdim=True)
 
 
@@ -69,20 +71,6 @@ def check_inputs(images: torch.Tensor, faces: Faces) -> None:
             f"the faces were detected on {faces.batch_size} image(s) of {faces.image_width}x"
             f"{faces.image_height}, but the images are {B} of {W}x{H}: detect on the same images"
         )
-
-
-def no_face_notes(faces: Faces) -> tuple[str, ...]:
-    """Messages for images of the batch in which no face was found."""
-    found = {f.image_index for f in faces.faces}
-    missing = [i for i in range(faces.batch_size) if i not in found]
-    by = f" by {faces.detector}" if faces.detector else ""
-    if not faces.faces:
-        what = "the image" if faces.batch_size == 1 else f"any of the {faces.batch_size} images"
-        return (f"no face found{by} in {what}: passed through unchanged",)
-    if missing:
-        listed = ", ".join(str(i) for i in missing[:20]) + (" ..." if len(missing) > 20 else "")
-        return (f"no face found{by} in image(s) {listed} of {faces.batch_size}: passed through unchanged",)
-    return ()
 
 
 def model_device(model: torch.nn.Module, fallback: torch.device) -> torch.device:
@@ -187,10 +175,10 @@ def restore_faces(
     inference, "edge", "reflect").
     device: where the warps and the network run (default: the model's device).
     progress(done, total) is called after each chunk of crops; raising from it interrupts.
-    compile_options: run the network through torch.compile (see compiled.py); if that fails the
-    network runs eagerly and the failure is one of the notes.
-    Returns RestoreResult(images, mask, crops, notes). With no face, the input tensor itself is
-    returned with an empty mask and a note.
+    compile_options: run the network through torch.compile (see runtime/compile.py); if that
+    fails the network runs eagerly and the report says why.
+    Returns RestoreResult(images, mask, crops, report). With no face, the input tensor itself is
+    returned with an empty mask.
     """
     check_inputs(images, faces)
     if border not in BORDER_MODES:
@@ -202,18 +190,18 @@ def restore_faces(
     B, H, W, _ = images.shape
     device = torch.device(device) if device is not None else model_device(model, images.device)
     size = model_crop_size(model, faces, crop_size)
-    notes = list(no_face_notes(faces))
-    precision, precision_note = resolve_precision(precision, device, network_dtype(model))
+    report = RunReport(
+        images=B, faces=len(faces), images_without_faces=faces.images_without_faces, detector=faces.detector,
+        precision="", no_face_line=faces.no_face_line(), notes=faces.notes,
+    )
     if not faces.faces:
         empty_mask = torch.zeros(B, H, W, dtype=torch.float32, device=images.device)
         empty_crops = torch.zeros(0, size, size, 3, dtype=torch.float32, device=images.device)
-        return RestoreResult(images, empty_mask, empty_crops, tuple(notes))
-    if precision_note:
-        notes.append(precision_note)
+        return RestoreResult(images, empty_mask, empty_crops, report)
     channels = color_channels(images)
     image_index, affines, _ = face_arrays(faces, size)
     aligned = warp_to_crops(images, image_index, affines, size, channels=channels, border=border, device=device)
-    restored_rgb = restore_crops(
+    ran = run_crops(
         model,
         to_rgb(aligned.crops),
         strength=strength,
@@ -222,15 +210,14 @@ def restore_faces(
         callback=progress,
         compile_options=compile_options,
     )
-    if compile_options is not None:
-        skipped = compile_skipped(compile_options, aligned.crops.device)
-        failure = skipped or compile_failure(model, compile_options, aligned.crops.device, precision)
-        if failure is not None:
-            notes.append(failure)
-    restored = from_rgb(restored_rgb, channels)
+    report = dataclasses.replace(
+        report, precision=ran.plan.precision, precision_note=ran.plan.note, chunk_size=ran.chunk_size,
+        compiled=ran.compiled, compile_note=ran.compile_note,
+    )
+    restored = from_rgb(ran.crops, channels)
     if color_match != "none":
         weight = crop_space_mask(size, erode, feather, device) * aligned.valid
         restored = match_colors(restored, aligned.crops, weight, color_match)
     out, mask = paste_faces(images, restored, image_index, affines, erode=erode, feather=feather)
     crops = to_rgb(restored).permute(0, 2, 3, 1).to(images.device)
-    return RestoreResult(out, mask, crops, tuple(notes))
+    return RestoreResult(out, mask, crops, report)

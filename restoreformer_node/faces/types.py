@@ -30,7 +30,9 @@ class DetectedFace:
 class Faces:
     """All faces found in an IMAGE batch (the node type `RF_FACES`).
 
-    `faces` is in a stable order (by image index, then the selection's order).
+    `faces` is in a stable order (by image index, then the selection's order). `notes` say what
+    the detection could not do as asked (a downscaled copy, a face index not found); images without
+    faces are `images_without_faces`.
     """
 
     faces: tuple[DetectedFace, ...]
@@ -46,6 +48,25 @@ class Faces:
 
     def for_image(self, index: int) -> tuple[DetectedFace, ...]:
         return tuple(f for f in self.faces if f.image_index == index)
+
+    @property
+    def images_without_faces(self) -> tuple[int, ...]:
+        """Indices of the batch's images in which no face was found (or none was selected)."""
+        found = {f.image_index for f in self.faces}
+        return tuple(i for i in range(self.batch_size) if i not in found)
+
+    def no_face_line(self, what: str = "no face found") -> str | None:
+        """One line naming the images without faces ("... in image(s) 0, 3 of 8"), or None."""
+        missing = self.images_without_faces
+        if not missing:
+            return None
+        by = f" by {self.detector}" if self.detector else ""
+        if len(missing) == self.batch_size:
+            where = "the image" if self.batch_size == 1 else f"any of the {self.batch_size} images"
+        else:
+            listed = ", ".join(str(i) for i in missing[:20]) + (" ..." if len(missing) > 20 else "")
+            where = f"image(s) {listed} of {self.batch_size}"
+        return f"{what}{by} in {where}"
 
     def affines(self) -> torch.Tensor:
         """[N, 2, 3] float64 transforms of all faces (empty [0, 2, 3] when none)."""

@@ -6,9 +6,9 @@
 - `maps`: per-face code maps, the prior-distance mask and cross-attention maps.
 """
 
+from ..options import ATLAS_ORDERS
 from .atlas import (
     DEFAULT_CACHE,
-    ORDERS,
     Atlas,
     TileCache,
     arrange,
@@ -20,6 +20,7 @@ from .atlas import (
     tile_size,
 )
 from .codes import Codes, CodeUsage, code_usage, encode_codes, to_model_input, usage_order, usage_plot
+from .faces import FaceBatch, crops_from_image, gather_faces, paste_mask
 from .maps import (
     BLOCK_CHOICES,
     NORMALISE,
@@ -38,15 +39,16 @@ from .maps import (
 from .render import code_palette, heat_colours
 
 __all__ = [
+    "ATLAS_ORDERS",
     "BLOCK_CHOICES",
     "DEFAULT_CACHE",
     "NORMALISE",
-    "ORDERS",
     "Atlas",
     "AttentionLevel",
     "AttentionMaps",
     "CodeUsage",
     "Codes",
+    "FaceBatch",
     "TileCache",
     "arrange",
     "attention_levels",
@@ -57,13 +59,16 @@ __all__ = [
     "code_map_image",
     "code_palette",
     "code_usage",
+    "crops_from_image",
     "decode_entries",
     "decode_prior_stream",
     "distance_mask",
     "encode_codes",
+    "gather_faces",
     "heat_colours",
     "heat_overlay",
     "parse_entries",
+    "paste_mask",
     "query_cell",
     "similarity_order",
     "tile_size",

@@ -24,19 +24,18 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
+from ..lru import LRUCache
 from ..model import RestoreFormer
-from ..model.blocks import AttentionBlock, swish
+from ..options import ATLAS_ORDERS
 from .codes import model_device_dtype, usage_order
 from .render import grid_position, resize, tile_grid
 
 StepCallback = Callable[[int], None]
-ORDERS = ("index", "usage", "similarity")
 MAX_CELLS = 4
 
 
@@ -45,38 +44,20 @@ def tile_size(model: RestoreFormer, cells: int) -> int:
     return cells * model.config.size_multiple
 
 
-def _prior_only(block, h: torch.Tensor, fusion: str) -> torch.Tensor:
-    """One decoder fusion block applied to the prior stream alone."""
-    if block is None:  # ablation geometries without a fusion block here
-        return h
-    if isinstance(block, AttentionBlock):
-        return block(h)  # no query source: self-attention over the prior stream
-    raise ValueError(
-        f"the dictionary atlas decodes through attention blocks; this model's fusion mode {fusion!r} "
-        "has fusion blocks that need the degraded face's features"
-    )
+# Fusion modes whose decoder blocks need the degraded face's features and cannot decode priors alone.
+NEEDS_DEGRADED = frozenset({"sft", "mhca_d"})
 
 
 def decode_prior_stream(model: RestoreFormer, z_q: torch.Tensor) -> torch.Tensor:
-    """Decode quantised latents [B, embed_dim, h, w] with every decoder attention block used as
-    self-attention over the prior stream (the stage-1 dictionary decoder). Raw output, -1..1 scale.
-
-    This is `model.decode` as a network with `fusion="self"` runs it; a test checks the two agree.
-    """
-    dec, fusion = model.decoder, model.config.fusion
-    h = dec.conv_in(model.post_quant_conv(z_q))
-    h = dec.mid.block_1(h)
-    h = _prior_only(getattr(dec.mid, "attn_1", None), h, fusion)
-    h = dec.mid.block_2(h)
-    for level in reversed(range(model.config.num_levels)):
-        stage = dec.up[level]
-        for i, block in enumerate(stage.block):
-            h = block(h)
-            if i < len(stage.attn):
-                h = _prior_only(stage.attn[i], h, fusion)
-        if level != 0:
-            h = stage.upsample(h)
-    return dec.conv_out(swish(dec.norm_out(h)))
+    """Decode quantised latents [B, embed_dim, h, w] as the stage-1 dictionary decoder does: the
+    model's own decoder with no degraded features, every attention block as self-attention over
+    the prior stream. Raw output, -1..1 scale."""
+    if model.config.fusion in NEEDS_DEGRADED:
+        raise ValueError(
+            f"the dictionary atlas decodes through attention blocks; this model's fusion mode "
+            f"{model.config.fusion!r} has fusion blocks that need the degraded face's features"
+        )
+    return model.decode(z_q)
 
 
 @torch.no_grad()
@@ -196,8 +177,8 @@ def arrange(
     `counts`), "similarity" (nearest-neighbour chain, needs `codebook`). `subset` restricts the
     entries; `limit` > 0 keeps the first `limit` after ordering (e.g. the 64 most used).
     """
-    if order not in ORDERS:
-        raise ValueError(f"order must be one of {ORDERS}; got {order!r}")
+    if order not in ATLAS_ORDERS:
+        raise ValueError(f"order must be one of {ATLAS_ORDERS}; got {order!r}")
     entries = torch.arange(n_embed) if subset is None else torch.as_tensor(list(subset), dtype=torch.long)
     check_entries(entries, n_embed)
     if order == "usage":
@@ -301,8 +282,7 @@ class TileCache:
     """
 
     def __init__(self, capacity: int = 2) -> None:
-        self.capacity = capacity
-        self._store: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self._store: LRUCache[tuple[torch.Tensor, torch.Tensor]] = LRUCache(capacity)
         self.decoded_entries = 0  # entries decoded so far (for tests and benchmarks)
 
     def clear(self) -> None:
@@ -323,16 +303,11 @@ class TileCache:
         """Tiles [K, 3, t, t] float32 in 0..1 for `entries`, decoding only those not cached."""
         entries = torch.as_tensor(entries, dtype=torch.long).reshape(-1)
         check_entries(entries, model.config.n_embed)
-        key = (model_name, model_fingerprint(model), cells)
-        if key in self._store:
-            self._store.move_to_end(key)
-        else:
-            t = tile_size(model, cells)
-            n = model.config.n_embed
-            self._store[key] = (torch.zeros(n, 3, t, t, dtype=torch.float16), torch.zeros(n, dtype=torch.bool))
-            while len(self._store) > self.capacity:
-                self._store.popitem(last=False)
-        store, done = self._store[key]
+        t, n = tile_size(model, cells), model.config.n_embed
+        store, done = self._store.get_or_make(
+            (model_name, model_fingerprint(model), cells),
+            lambda: (torch.zeros(n, 3, t, t, dtype=torch.float16), torch.zeros(n, dtype=torch.bool)),
+        )
         missing = entries[~done[entries]].unique()
         if missing.numel():
             store[missing] = decode_entries(model, missing, cells, batch_size, on_step).half()

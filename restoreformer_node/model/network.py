@@ -126,7 +126,7 @@ class Decoder(nn.Module):
         self._self_attention = cfg.fusion in SELF_ATTENTION
 
     def _query(self, skips: dict[str, torch.Tensor] | None, name: str) -> torch.Tensor | None:
-        if self._self_attention:
+        if self._self_attention or skips is None:
             return None
         return skips[name]
 
@@ -136,6 +136,11 @@ class Decoder(nn.Module):
         skips: dict[str, torch.Tensor] | None = None,
         trace: Trace | None = None,
     ) -> torch.Tensor:
+        """Decode z [B, z_channels, h, w]. With the encoder's `skips`, each fusion block takes its
+        query (or condition) from the degraded face's features at its level. With `skips=None` the
+        decoder sees the priors alone, as the stage-1 dictionary network does: every attention
+        block runs as self-attention over the decoder stream (SFT and MHCA-D blocks, which need the
+        degraded features, raise ValueError)."""
         last = self.cfg.num_levels - 1
         h = self.conv_in(z)
         h = self.mid.block_1(h)
@@ -183,10 +188,13 @@ class RestoreFormer(nn.Module):
         return q, skips
 
     def decode(self, z_q: torch.Tensor, skips=None, trace: Trace | None = None) -> torch.Tensor:
+        """Quantised latents [B, embed_dim, h, w] -> output on the [-1, 1] scale (see Decoder.forward
+        for `skips=None`)."""
         return self.decoder(self.post_quant_conv(z_q), skips, trace)
 
     def forward_with_loss(self, x: torch.Tensor, trace: Trace | None = None) -> tuple[torch.Tensor, Quantized]:
-        """Output and the quantiser result (with its loss), for training."""
+        """Output and the quantiser result (its loss, the latent z and the chosen entries), for
+        training."""
         q, skips = self.encode(x, trace)
         return self.decode(q.z_q, skips, trace), q
 

@@ -9,10 +9,12 @@ from torch import nn
 
 
 class Quantized(NamedTuple):
-    z_q: torch.Tensor  # [B, C, H, W] chosen entries (straight-through in training)
-    loss: torch.Tensor  # codebook + beta * commitment, a scalar
+    z_q: torch.Tensor  # [B, C, H, W] what the decoder gets: the chosen entries (straight-through to z)
+    loss: torch.Tensor  # commitment + beta * codebook, a scalar (the reference's weighting)
     indices: torch.Tensor  # [B, H, W] int64 index of the chosen entry per latent cell
     distances: torch.Tensor  # [B, H, W] squared L2 distance to the chosen entry
+    z: torch.Tensor  # [B, C, H, W] the latent before quantisation (Z_d in the paper)
+    entries: torch.Tensor  # [B, C, H, W] the chosen entries with their gradient to the dictionary (Z_p)
 
 
 class VectorQuantizer(nn.Module):
@@ -50,7 +52,7 @@ class VectorQuantizer(nn.Module):
 
     def forward(self, z: torch.Tensor) -> Quantized:
         idx, dist = self.nearest(z)
-        z_q = self.lookup(idx).to(z.dtype)
-        loss = torch.mean((z_q.detach() - z) ** 2) + self.beta * torch.mean((z_q - z.detach()) ** 2)
-        z_q = z + (z_q - z).detach()
-        return Quantized(z_q, loss, idx, dist)
+        entries = self.lookup(idx).to(z.dtype)
+        loss = torch.mean((entries.detach() - z) ** 2) + self.beta * torch.mean((entries - z.detach()) ** 2)
+        z_q = z + (entries - z).detach()
+        return Quantized(z_q, loss, idx, dist, z, entries)

@@ -10,6 +10,11 @@ import torch
 
 log = logging.getLogger("restoreformer")
 
+# The pack's node menu and its sub-menus.
+CATEGORY = "RestoreFormer"
+FACES_CATEGORY = f"{CATEGORY}/faces"
+INSPECT_CATEGORY = f"{CATEGORY}/inspect"
+
 NOTICE_EVENT = "restoreformer.notice"  # shown as a toast by web/js/restoreformer_notices.js
 
 

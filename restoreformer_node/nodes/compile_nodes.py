@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..faces.compiled import COMPILE_MODES, CompileOptions
-from .model_nodes import RFModel
-from .types import MODEL
-
-CATEGORY = "RestoreFormer"
+from ..options import COMPILE_MODES
+from ..runtime import CompileOptions
+from .common import CATEGORY
+from .types import MODEL, RFModel
 
 
 class CompileModel:

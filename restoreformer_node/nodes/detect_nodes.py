@@ -6,10 +6,7 @@ import os
 
 from ..faces.detection import (
     DEFAULT_MAX_SIDE,
-    DETECTOR_KINDS,
     MIN_IMAGE_SIDE,
-    ORDERS,
-    SELECT_MODES,
     DetectorWeightsMissing,
     FaceDetector,
     FaceSelection,
@@ -22,10 +19,10 @@ from ..faces.detection import (
     weight_file_name,
 )
 from ..faces.preview import draw_detections
-from .common import register_models_folder
+from ..options import DEFAULT_DETECTOR, DETECTORS, FACE_ORDERS, FACE_SELECT_MODES
+from .common import FACES_CATEGORY, Progress, compute_device, register_models_folder
 from .types import DETECTOR, FACES
 
-CATEGORY = "RestoreFormer/faces"
 DETECTOR_FOLDER = "facedetection"  # the folder name other face packs use for facexlib's files
 
 
@@ -63,9 +60,9 @@ class LoadFaceDetector:
         return {
             "required": {
                 "detector": (
-                    list(DETECTOR_KINDS),
+                    list(DETECTORS),
                     {
-                        "default": "mtcnn",
+                        "default": DEFAULT_DETECTOR,
                         "tooltip": "mtcnn: works out of the box (weights ship with facenet-pytorch). "
                         "retinaface_resnet50: the detector of the official RestoreFormer inference, "
                         "needs detection_Resnet50_Final.pth in models/facedetection. "
@@ -80,7 +77,7 @@ class LoadFaceDetector:
     RETURN_NAMES = ("detector",)
     OUTPUT_TOOLTIPS = ("A face detector for Detect Faces (and Restore Faces).",)
     FUNCTION = "load"
-    CATEGORY = CATEGORY
+    CATEGORY = FACES_CATEGORY
     DESCRIPTION = "Chooses the face detector. RetinaFace weights are read from models/facedetection."
 
     @classmethod
@@ -96,10 +93,7 @@ class LoadFaceDetector:
         return f"{path}:{stat.st_size}:{stat.st_mtime_ns}"
 
     def load(self, detector: str):
-        import comfy.model_management
-
-        device = comfy.model_management.get_torch_device()
-        return (load_detector(detector, detector_weights(detector), device),)
+        return (load_detector(detector, detector_weights(detector), compute_device()),)
 
 
 class DetectFaces:
@@ -114,7 +108,7 @@ class DetectFaces:
                     },
                 ),
                 "select": (
-                    list(SELECT_MODES),
+                    list(FACE_SELECT_MODES),
                     {
                         "default": "all",
                         "tooltip": "all: every face; largest: the largest face of each image; "
@@ -130,7 +124,7 @@ class DetectFaces:
                     },
                 ),
                 "order": (
-                    list(ORDERS),
+                    list(FACE_ORDERS),
                     {
                         "default": "left to right",
                         "tooltip": "Order of the faces of each image (and of the indices).",
@@ -189,7 +183,7 @@ class DetectFaces:
         "What was found, per face, and why nothing was (when so).",
     )
     FUNCTION = "detect"
-    CATEGORY = CATEGORY
+    CATEGORY = FACES_CATEGORY
     DESCRIPTION = "Finds faces, their 5 landmarks and their alignment to the 512x512 RestoreFormer template."
 
     def detect(
@@ -203,25 +197,16 @@ class DetectFaces:
         max_side: int,
         detector: FaceDetector | None = None,
     ):
-        import comfy.model_management
-        import comfy.utils
-
         if detector is None:
-            detector = load_detector("mtcnn", device=comfy.model_management.get_torch_device())
+            detector = load_detector(DEFAULT_DETECTOR, device=compute_device())
         if not isinstance(detector, FaceDetector):
             raise TypeError(
                 f"detector input: expected a face detector from Load Face Detector, got {type(detector).__name__}"
             )
         indices = parse_indices(face_index) if select == "by index" else ()
         selection = FaceSelection(select, indices, float(min_size), float(min_score), order)
-        bar = comfy.utils.ProgressBar(max(1, images.shape[0]))
-
-        def progress(done: int, total: int) -> None:
-            bar.update_absolute(done, total)
-            comfy.model_management.throw_exception_if_processing_interrupted()
-
         faces, per_image = find_faces_detailed(
-            detector, images, selection, max(max_side, MIN_IMAGE_SIDE), progress=progress
+            detector, images, selection, max(max_side, MIN_IMAGE_SIDE), progress=Progress(images.shape[0])
         )
         preview = draw_detections(images, [(s.ordered, s.chosen) for s in per_image]).cpu()
         return (faces, preview, len(faces), summarize(faces))

@@ -10,10 +10,9 @@ from __future__ import annotations
 import torch
 
 from .. import inspection as ins
-from .common import Progress, check_image, compute_device, to_image
+from .common import INSPECT_CATEGORY, Progress, check_image, compute_device, to_image
 from .types import FACES, MODEL
 
-CATEGORY = "RestoreFormer/inspect"
 UNITS = ("relative (0..1)", "crop pixels")
 
 _TIP_MODEL = "A RestoreFormer / RestoreFormer++ from Load RestoreFormer Model."
@@ -37,20 +36,6 @@ def _face_inputs(required_help: str) -> dict:
     }
 
 
-class FaceBatch:
-    """Face crops [N, 3, S, S] in 0..1 on the compute device, and where they came from."""
-
-    def __init__(self, crops: torch.Tensor, image=None, faces=None, notes: tuple[str, ...] = ()) -> None:
-        self.crops = crops
-        self.image = image
-        self.faces = faces
-        self.notes = notes
-
-    @property
-    def size(self) -> int:
-        return self.crops.shape[-1]
-
-
 def _prepare_model(rf_model):
     """The network on ComfyUI's compute device (ComfyUI may offload it again later)."""
     if rf_model is None or not hasattr(rf_model, "patcher"):
@@ -59,41 +44,11 @@ def _prepare_model(rf_model):
     return rf_model.model.eval()
 
 
-def _crops_from_image(crops: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """An IMAGE of aligned crops [N, S, S, C] -> [N, 3, S, S] RGB on `device`."""
-    crops = check_image(crops, "crops")
-    if crops.shape[1] != crops.shape[2]:
-        raise ValueError(
-            f"crops: aligned face crops are square; got {crops.shape[2]}x{crops.shape[1]}. Connect the "
-            "crops output of Align Faces, or connect the image (and faces) instead."
-        )
-    rgb = crops[..., :3] if crops.shape[-1] >= 3 else crops[..., :1].expand(-1, -1, -1, 3)
-    return rgb.to(device, torch.float32).permute(0, 3, 1, 2).contiguous()
-
-
-def gather_faces(crops=None, image=None, faces=None, required: bool = True) -> FaceBatch | None:
-    """The faces to inspect: the crops if connected, else the image's faces aligned here."""
-    device = compute_device()
-    if crops is not None:
-        return FaceBatch(_crops_from_image(crops, device))
-    if image is None:
-        if required:
-            raise ValueError(
-                "connect face crops (crops, e.g. from Align Faces) or an image (with faces from Detect Faces)"
-            )
-        return None
-    from ..faces.pipeline import align_faces
-    from .restore_nodes import detect_for_restore
-
-    image = check_image(image, "image")
-    found, notes = detect_for_restore(image, faces, None)
-    if len(found) == 0:
-        raise ValueError(
-            "image: no face was found to inspect; connect faces from Detect Faces with a lower threshold, "
-            "or connect aligned crops"
-        )
-    aligned = align_faces(image, found, device=device)  # [N, 512, 512, 3]
-    return FaceBatch(aligned.permute(0, 3, 1, 2).to(device, torch.float32).contiguous(), image, found, tuple(notes))
+def _faces(crops=None, image=None, faces=None, required: bool = True):
+    """The faces to inspect on ComfyUI's compute device (inspection.gather_faces)."""
+    if image is not None:
+        image = check_image(image, "image")
+    return ins.gather_faces(compute_device(), crops, image, faces, required)
 
 
 def _stepper(total: int):
@@ -113,10 +68,8 @@ def _nhwc(images: torch.Tensor) -> torch.Tensor:
     return to_image(images.permute(0, 2, 3, 1))
 
 
-def _with_notes(text: str, batch: FaceBatch | None) -> str:
-    if batch is None or not batch.notes:
-        return text
-    return text + "\n" + "\n".join(batch.notes)
+def _with_notes(text: str, batch) -> str:
+    return text if batch is None else batch.with_notes(text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,7 +91,7 @@ class DictionaryAtlas:
                     },
                 ),
                 "order": (
-                    list(ins.ORDERS),
+                    list(ins.ATLAS_ORDERS),
                     {
                         "default": "index",
                         "tooltip": "index: as stored. usage: most chosen first over the connected faces "
@@ -183,7 +136,7 @@ class DictionaryAtlas:
         "What is shown: entries in tile order, tile size, and how tiles were decoded.",
     )
     FUNCTION = "run"
-    CATEGORY = CATEGORY
+    CATEGORY = INSPECT_CATEGORY
     DESCRIPTION = (
         "Decodes every entry of the model's HQ dictionary to an image patch through the model's own "
         "decoder (a latent grid filled with that entry, decoded as the stage-1 dictionary network does, "
@@ -198,7 +151,7 @@ class DictionaryAtlas:
         counts = None
         batch = None
         if order == "usage":
-            batch = gather_faces(crops, image, faces, required=False)
+            batch = _faces(crops, image, faces, required=False)
             if batch is None:
                 raise ValueError(
                     "order 'usage' counts codes over faces: connect crops or an image, or choose another order"
@@ -250,7 +203,7 @@ class CodeUsage:
         "Faces, cells, entries used and their share of the dictionary, perplexity, most used entries.",
     )
     FUNCTION = "run"
-    CATEGORY = CATEGORY
+    CATEGORY = INSPECT_CATEGORY
     DESCRIPTION = (
         "Counts which HQ-dictionary entries the faces' latent cells choose (the nearest entry to each "
         "encoder feature). Perplexity = exp(entropy of the usage): the number of equally used entries "
@@ -259,7 +212,7 @@ class CodeUsage:
 
     def run(self, model, width, height, top, batch_size, crops=None, image=None, faces=None):
         network = _prepare_model(model)
-        batch = gather_faces(crops, image, faces)
+        batch = _faces(crops, image, faces)
         codes = ins.encode_codes(network, batch.crops, batch_size, on_step=_stepper(batch.crops.shape[0]))
         usage = ins.code_usage(codes.indices, network.config.n_embed)
         plot = ins.usage_plot(usage, width, height)
@@ -300,7 +253,7 @@ class CodeMap:
         "Faces), for blending restored and original images; equals `mask` when crops were connected.",
     )
     FUNCTION = "run"
-    CATEGORY = CATEGORY
+    CATEGORY = INSPECT_CATEGORY
     DESCRIPTION = (
         "Shows, per face, which HQ-dictionary entry every latent cell chose (fixed colour per entry) and "
         "how far each encoder feature was from it: where the prior replaced the input most."
@@ -308,28 +261,14 @@ class CodeMap:
 
     def run(self, model, opacity, grid, normalise, smooth, batch_size, crops=None, image=None, faces=None):
         network = _prepare_model(model)
-        batch = gather_faces(crops, image, faces)
+        batch = _faces(crops, image, faces)
         codes = ins.encode_codes(network, batch.crops, batch_size, on_step=_stepper(batch.crops.shape[0]))
         faces_rgb = batch.crops
         code_map = ins.code_map_image(faces_rgb, codes, network.config.n_embed, opacity=opacity, grid=grid)
         mask = ins.distance_mask(codes, batch.size, normalise=normalise, smooth=smooth).to(faces_rgb.device)
         heat = ins.heat_overlay(faces_rgb, mask, opacity=opacity)
-        image_mask = mask
-        if batch.image is not None:
-            image_mask = paste_mask(batch, mask)
+        image_mask = ins.paste_mask(batch, mask)
         return (_nhwc(code_map), _nhwc(heat), to_image(mask), to_image(image_mask))
-
-
-def paste_mask(batch: FaceBatch, mask: torch.Tensor) -> torch.Tensor:
-    """A crop-space mask [N, S, S] -> image space [B, H, W]: each face's mask warped back by its
-    transform and weighted by the paste mask Restore Faces uses (0 away from faces)."""
-    from ..faces.pipeline import paste_crops
-
-    image = batch.image
-    blank = torch.zeros(image.shape[0], image.shape[1], image.shape[2], 3, device=image.device)
-    grey = mask.unsqueeze(-1).expand(-1, -1, -1, 3).to(image.device)
-    pasted, _ = paste_crops(blank, grey, batch.faces)
-    return pasted[..., 0].clamp(0, 1)
 
 
 class AttentionMap:
@@ -372,7 +311,7 @@ class AttentionMap:
         "Which blocks and query cells are shown.",
     )
     FUNCTION = "run"
-    CATEGORY = CATEGORY
+    CATEGORY = INSPECT_CATEGORY
     DESCRIPTION = (
         "Where the decoder's multi-head cross-attention looks from one point of the face: each head's "
         "weights over all key positions of the prior stream, overlaid on the face like Figure 6 (d, e) "
@@ -381,7 +320,7 @@ class AttentionMap:
 
     def run(self, model, x, y, units, block, tile, opacity, batch_size, crops=None, image=None, faces=None):
         network = _prepare_model(model)
-        batch = gather_faces(crops, image, faces)
+        batch = _faces(crops, image, faces)
         if units == UNITS[1]:
             point = (x / batch.size, y / batch.size)
         elif units == UNITS[0]:

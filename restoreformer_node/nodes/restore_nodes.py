@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from ..faces.color import COLOR_MATCH_MODES
-from ..faces.compiled import compile_failure, compile_skipped, compiled_batch
-from ..faces.paste import DEFAULT_ERODE, DEFAULT_FEATHER
+from ..faces.detection import faces_or_detect
 from ..faces.pipeline import align_faces, paste_crops, restore_faces
-from ..faces.restore import (
-    PRECISIONS,
-    activation_bytes_per_crop,
-    network_dtype,
-    pick_chunk_size,
-    resolve_precision,
-)
 from ..faces.template import CROP_SIZE
+from ..options import COLOR_MATCH_MODES, DEFAULT_ERODE, DEFAULT_FEATHER, PRECISIONS
+from ..runtime import activation_bytes_per_crop, network_dtype, pick_chunk_size, plan_precision
 from .common import (
+    CATEGORY,
     Progress,
     check_image,
     compute_device,
@@ -26,8 +20,6 @@ from .common import (
     to_image,
 )
 from .types import DETECTOR, FACES, MODEL
-
-CATEGORY = "RestoreFormer"
 
 _TIP_FEATHER = (
     "Width of the soft edge of the paste mask, in pixels of the 512x512 face crop (scaled to the face's "
@@ -49,38 +41,6 @@ def _mask_controls() -> dict:
         "erode": ("FLOAT", {"default": DEFAULT_ERODE, "min": 0.0, "max": 200.0, "step": 1.0, "tooltip": _TIP_ERODE}),
         "color_match": (list(COLOR_MATCH_MODES), {"default": "none", "tooltip": _TIP_COLOR}),
     }
-
-
-def detect_for_restore(image, faces, detector, progress=None):
-    """The faces to restore: the wired FACES, else the wired detector's, else MTCNN's (which needs
-    no weight file). Returns (Faces, notes)."""
-    from ..faces.detection import find_faces, load_detector
-
-    notes: list[str] = []
-    if faces is not None:
-        if detector is not None:
-            notes.append("both faces and a detector are connected: the connected faces are used")
-        return faces, notes
-    if detector is None:
-        detector = load_detector("mtcnn", device=compute_device())
-        notes.append("no faces or detector connected: detected with MTCNN")
-    return find_faces(detector, image, progress=progress), notes
-
-
-def _report(
-    faces, restored: int, extra: list[str], model_name: str, precision: str, chunk: int, compiled: str = ""
-) -> str:
-    images = "image" if faces.batch_size == 1 else f"{faces.batch_size} images"
-    head = f"restored {restored} face{'s' if restored != 1 else ''} in {images}"
-    if restored:
-        how = f", {compiled}" if compiled else ""
-        head += f" with {model_name} ({precision}{how}, {chunk} crop{'s' if chunk != 1 else ''} per call)"
-    seen, lines = set(), [head]
-    for note in [*faces.notes, *extra]:
-        if note not in seen:
-            seen.add(note)
-            lines.append(note)
-    return "\n".join(lines)
 
 
 class RestoreFaces:
@@ -134,14 +94,13 @@ class RestoreFaces:
 
     def restore(self, image, model, strength, precision, feather, erode, color_match, faces=None, detector=None):
         image = check_image(image)
-        found, notes = detect_for_restore(image, faces, detector)
+        found, notes = faces_or_detect(image, faces, detector, device=compute_device())
         n = len(found)
         config = model.config
-        # What will really run (bf16 weights run in bf16 whatever is asked): memory is sized for it,
-        # and it is the key restore_crops files a compile failure under.
-        ran, _ = resolve_precision(precision, model.patcher.load_device, network_dtype(model.model))
-        chunk = 0
+        chunk = None
         if n:
+            # Memory is sized for the precision that will really run (bf16 weights run in bf16).
+            ran = plan_precision(precision, model.patcher.load_device, network_dtype(model.model)).precision
             device = model.load_to_device(activation_bytes_per_crop(config, ran) * min(n, 4))
             chunk = pick_chunk_size(config, device, ran, free_memory(device))
         else:
@@ -155,24 +114,18 @@ class RestoreFaces:
             feather=float(feather),
             erode=float(erode),
             color_match=color_match,
-            chunk_size=chunk or None,
+            chunk_size=chunk,
             progress=Progress(n) if n else None,
             device=device,
             compile_options=getattr(model, "compile_options", None),
         )
-        notes.extend(getattr(model, "notes", ()))  # what the loader could not honour
-        notes.extend(result.notes)
-        options = getattr(model, "compile_options", None)
-        compiled = ""
-        if n and options is not None and compile_skipped(options, device) is None:
-            chunk = compiled_batch(n, chunk)  # what restore_crops really runs per call
-            if compile_failure(model.model, options, device, ran) is None:
-                compiled = options.describe()
-        report = _report(found, n, notes, model.name, ran, chunk, compiled)
-        if not n or any("no face" in note for note in notes):
-            notify(report)
+        # What the loader could not honour, and how the faces were found.
+        report = result.report.with_notes(*getattr(model, "notes", ()), *notes)
+        text = "\n".join(report.lines(model.name))
+        if report.no_face_line:  # images left unchanged: worth a notice, not only a line in the report
+            notify(text)
         crops = to_image(result.crops) if n else placeholder_image(config.resolution)
-        return (to_image(result.images), result.mask.to("cpu", copy=False), crops, report)
+        return (to_image(result.images), result.mask.to("cpu", copy=False), crops, text)
 
 
 class AlignFaces:

@@ -1,5 +1,40 @@
-"""Custom ComfyUI type names of this pack (global across packs, hence prefixed)."""
+"""The pack's custom ComfyUI types: their names (global across packs, hence prefixed) and the
+RF_MODEL value."""
 
-MODEL = "RF_MODEL"  # a loaded RestoreFormer (see nodes/model_nodes.py)
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..model import RestoreFormerConfig
+from ..runtime import CompileOptions
+
+MODEL = "RF_MODEL"  # an RFModel (below)
 FACES = "RF_FACES"  # restoreformer_node.faces.types.Faces
-DETECTOR = "RF_FACE_DETECTOR"  # a face detector chosen in the graph
+DETECTOR = "RF_FACE_DETECTOR"  # a restoreformer_node.faces.detectors.FaceDetector
+
+
+@dataclass(frozen=True)
+class RFModel:
+    """The RF_MODEL value: a loaded network under ComfyUI's memory management."""
+
+    patcher: object  # comfy.model_patcher.ModelPatcher holding the RestoreFormer
+    config: RestoreFormerConfig
+    name: str  # file name in facerestore_models, for messages
+    # Set by Compile RestoreFormer Model (on a copy made with dataclasses.replace): restoration runs
+    # the network through torch.compile. Inspection nodes always run it eagerly.
+    compile_options: CompileOptions | None = None
+    # What the loader had to tell (e.g. a weight_dtype it could not honour); Restore Faces reports it.
+    notes: tuple[str, ...] = ()
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.patcher.model
+
+    def load_to_device(self, memory_required: int = 0) -> torch.device:
+        """Ask ComfyUI to put the weights on the compute device (evicting others if needed)."""
+        import comfy.model_management
+
+        comfy.model_management.load_models_gpu([self.patcher], memory_required=memory_required, force_full_load=True)
+        return self.patcher.load_device

@@ -14,6 +14,7 @@ from .read import (
     LAYOUT_PARAMS,
     LAYOUT_PARAMS_EMA,
     LAYOUT_SAFETENSORS,
+    load_weight_file,
     read_state_dict,
 )
 
@@ -30,6 +31,7 @@ __all__ = [
     "detect_config",
     "expected_shapes",
     "load_restoreformer",
+    "load_weight_file",
     "read_state_dict",
     "save_restoreformer",
     "state_dict_problems",

@@ -129,6 +129,18 @@ def _pick_weights(obj: object, path: str, container: str) -> tuple[Mapping, str]
     )
 
 
+def load_weight_file(path: str | os.PathLike) -> tuple[object, str, dict[str, str]]:
+    """The contents of a weight file of any accepted container, read without running code:
+    (object, container, metadata). safetensors give a dict of tensors and their metadata; pickles
+    (zip or legacy) give the unpickled object and empty metadata. Raises WeightLoadError."""
+    path = os.fspath(path)
+    container = _container(path)
+    if container == CONTAINER_SAFETENSORS:
+        tensors, metadata = _read_safetensors(path)
+        return tensors, container, metadata
+    return safe_torch_load(path, container), container, {}
+
+
 def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], str, dict[str, str]]:
     """Read any accepted weight file (see module docstring) on the CPU.
 
@@ -138,15 +150,13 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], s
     Raises WeightLoadError for missing, empty, damaged, code-carrying or weightless files.
     """
     path = os.fspath(path)
-    container = _container(path)
     notes: dict[str, str] = {}
+    obj, container, metadata = load_weight_file(path)
     if container == CONTAINER_SAFETENSORS:
-        weights, metadata = _read_safetensors(path)
+        weights = obj
         layout = LAYOUT_OURS if metadata.get("format") == FORMAT_NAME else LAYOUT_SAFETENSORS
     else:
-        obj = safe_torch_load(path, container)
         weights, layout = _pick_weights(obj, path, container)
-        metadata = {}
 
     state = {str(k): v for k, v in weights.items()}
     non_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
@@ -182,5 +192,6 @@ __all__ = [
     "LAYOUT_PARAMS",
     "LAYOUT_PARAMS_EMA",
     "LAYOUT_SAFETENSORS",
+    "load_weight_file",
     "read_state_dict",
 ]

@@ -8,12 +8,12 @@ different choice in a graph takes effect on the next run without a restart.
 from __future__ import annotations
 
 import os
-import threading
-from collections import OrderedDict
 from pathlib import Path
 
 import torch
 
+from ...lru import LRUCache
+from ...options import DEFAULT_DETECTOR, DETECTORS
 from .base import CHUNK_PIXELS, DEFAULT_MAX_SIDE, MIN_IMAGE_SIDE, Detection, FaceDetector, as_rgb
 from .retinaface import (
     NETWORKS as RETINAFACE_NETWORKS,
@@ -25,12 +25,8 @@ from .retinaface import (
     weight_file_name,
 )
 
-DETECTOR_KINDS = ("mtcnn", *RETINAFACE_NETWORKS)
-
 # A few detectors stay built (switching back and forth in a graph costs nothing); older ones go.
-_CACHE_SIZE = 3
-_cache: OrderedDict[tuple, FaceDetector] = OrderedDict()
-_lock = threading.Lock()
+_cache: LRUCache[FaceDetector] = LRUCache(3)
 
 
 def needs_weights(kind: str) -> bool:
@@ -38,17 +34,17 @@ def needs_weights(kind: str) -> bool:
 
 
 def load_detector(
-    kind: str = "mtcnn",
+    kind: str = DEFAULT_DETECTOR,
     weights_path: str | os.PathLike | None = None,
     device: torch.device | str | None = None,
 ) -> FaceDetector:
-    """A ready detector of `kind` (one of DETECTOR_KINDS) on `device` (default CPU).
+    """A ready detector of `kind` (one of DETECTORS) on `device` (default CPU).
 
     RetinaFace kinds read `weights_path` (facexlib's .pth or a .safetensors copy); a missing file
     raises DetectorWeightsMissing naming the file, its folder and where to download it.
     """
-    if kind not in DETECTOR_KINDS:
-        raise ValueError(f"unknown face detector {kind!r}; choose one of {', '.join(DETECTOR_KINDS)}")
+    if kind not in DETECTORS:
+        raise ValueError(f"unknown face detector {kind!r}; choose one of {', '.join(DETECTORS)}")
     device = torch.device(device or "cpu")
     if needs_weights(kind):
         if weights_path is None:
@@ -60,21 +56,11 @@ def load_detector(
         key = (kind, str(path), stat.st_size, stat.st_mtime_ns, str(device))
     else:
         key = (kind, "", 0, 0, str(device))
-    with _lock:
-        if key in _cache:
-            _cache.move_to_end(key)
-            return _cache[key]
-    detector = _build(kind, weights_path, device)
-    with _lock:
-        _cache[key] = detector
-        while len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
-    return detector
+    return _cache.get_or_make(key, lambda: _build(kind, weights_path, device))
 
 
 def clear_detector_cache() -> None:
-    with _lock:
-        _cache.clear()
+    _cache.clear()
 
 
 def _build(kind: str, weights_path, device: torch.device) -> FaceDetector:
@@ -90,7 +76,7 @@ def _build(kind: str, weights_path, device: torch.device) -> FaceDetector:
 __all__ = [
     "CHUNK_PIXELS",
     "DEFAULT_MAX_SIDE",
-    "DETECTOR_KINDS",
+    "DETECTORS",
     "MIN_IMAGE_SIDE",
     "RELEASE_PAGE",
     "RETINAFACE_NETWORKS",

@@ -24,7 +24,7 @@ from .base import Detection, FaceDetector, finite_detection
 RELEASE_PAGE = "https://github.com/xinntao/facexlib/releases/tag/v0.1.0"
 RELEASE_DOWNLOAD = "https://github.com/xinntao/facexlib/releases/download/v0.1.0/"
 
-# detector kind -> (facexlib network name, facexlib's weight file name, size in bytes)
+# detector kind (one of options.DETECTORS) -> (facexlib network name, weight file name, size in bytes)
 NETWORKS = {
     "retinaface_resnet50": ("resnet50", "detection_Resnet50_Final.pth", 109_497_761),
     "retinaface_mobilenet0.25": ("mobile0.25", "detection_mobilenet0.25_Final.pth", 1_789_735),
@@ -55,15 +55,18 @@ def missing_weights_message(kind: str, folders: list[str] | tuple[str, ...]) -> 
     )
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a .pth (read without running pickled code) or .safetensors file, `module.`
-    prefixes (DataParallel checkpoints) stripped."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+def read_detector_weights(path: Path, kind: str) -> dict[str, torch.Tensor]:
+    """Tensors of a .pth or .safetensors file, read without running any code it carries (the
+    pack's weight reader), `module.` prefixes (DataParallel checkpoints) stripped."""
+    from ...weights import WeightLoadError, load_weight_file
 
-        state = load_file(str(path))
-    else:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    try:
+        state, _, _ = load_weight_file(path)
+    except WeightLoadError as error:
+        raise error.about(
+            f"{kind} detector weights",
+            f"use facexlib's {weight_file_name(kind)} from {RELEASE_DOWNLOAD}{weight_file_name(kind)}",
+        ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -90,7 +93,7 @@ class RetinaFaceDetector(FaceDetector):
         self.score_threshold = score_threshold
         if not self.weights_path.is_file():
             raise DetectorWeightsMissing(missing_weights_message(kind, [str(self.weights_path.parent)]))
-        state = read_state_dict(self.weights_path)
+        state = read_detector_weights(self.weights_path, kind)
 
         from facexlib.detection.retinaface import RetinaFace
 

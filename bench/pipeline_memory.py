@@ -1,7 +1,7 @@
 """Benchmark of the face pipeline: memory per crop, precision drift, batched vs per-face throughput.
 
-    python scripts/bench_pipeline.py            # on the GPU if there is one, full-size networks
-    python scripts/bench_pipeline.py --quick    # tiny networks and images (a CPU smoke run)
+    python -m bench.pipeline_memory            # on the GPU if there is one, full-size networks
+    python -m bench.pipeline_memory --quick    # tiny networks and images (a CPU smoke run)
 
 Networks are randomly initialised (pretrained weights cannot be had offline), so the precision
 figures say how far half precision moves the arithmetic, not how it changes image quality.
@@ -12,28 +12,21 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from restoreformer_node.faces.pipeline import restore_faces  # noqa: E402
-from restoreformer_node.faces.restore import activation_bytes_per_crop, pick_chunk_size  # noqa: E402
-from restoreformer_node.faces.template import TEMPLATE_512, similarity_transform  # noqa: E402
-from restoreformer_node.faces.types import DetectedFace, Faces  # noqa: E402
-from restoreformer_node.model import RESTOREFORMER, RESTOREFORMER_PLUSPLUS, RestoreFormer, Trace, tiny_config  # noqa: E402
+from restoreformer_node import testing
+from restoreformer_node.faces.pipeline import restore_faces
+from restoreformer_node.faces.template import TEMPLATE_512, similarity_transform
+from restoreformer_node.faces.types import DetectedFace, Faces
+from restoreformer_node.model import RESTOREFORMER, RESTOREFORMER_PLUSPLUS, Trace, tiny_config
+from restoreformer_node.runtime import activation_bytes_per_crop, pick_chunk_size
 
 
 def random_model(config, device):
-    torch.manual_seed(0)
-    model = RestoreFormer(config)
-    with torch.no_grad():
-        model.quantize.embedding.weight.normal_()
-    return model.eval().to(device)
+    return testing.random_model(config).to(device)
 
 
 def smooth(n, c, h, w, device="cpu", seed=0):

@@ -3,15 +3,15 @@
 `optimize_for_inference(model)` rewrites the blocks of a loaded model in place so that inference
 runs faster with the same outputs (up to float rounding), while the module tree, the parameters and
 the state-dict keys stay exactly those of the plain definition. Loading and training use the plain
-classes; call this once after the weights are in.
+classes; call this once after the weights are in (runtime/prepare.py does).
 
-What it does, each chosen by measurement (bench/model_forward.py):
-- CPU, fp32: 3x3 stride-1 convolutions on maps of 32x32 and larger run through NNPACK's Winograd
-  F(6x6, 3x3) kernels (shipped inside PyTorch's x86-64 and ARM builds), one image at a time,
-  which is the call NNPACK serves with Winograd. 2-4x faster than oneDNN's direct convolution on
-  those layers and closer to a float64 reference than oneDNN's channels-last kernels. Smaller maps,
-  other kernels, GPUs, half precision and autograd use the normal convolution. Where NNPACK is
-  missing (Windows builds, CPUs without AVX2) the CPU path uses channels-last instead.
+What it does (each chosen by measurement with bench/model_forward.py; figures in bench/README.md):
+- CPU, fp32: 3x3 stride-1 convolutions on maps of WINOGRAD_MIN_SIDE and larger run through
+  NNPACK's Winograd F(6x6, 3x3) kernels (shipped inside PyTorch's x86-64 and ARM builds), one image
+  at a time, which is the call NNPACK serves with Winograd. Winograd needs fewer multiplies than a
+  direct convolution; its transforms round a little more (tests bound it against float64).
+  Smaller maps, other kernels, GPUs, half precision and autograd use the normal convolution. Where
+  NNPACK is missing (Windows builds, CPUs without AVX2) the CPU path uses channels-last instead.
 - channels-last (NHWC) convolutions: oneDNN (without NNPACK) runs 3x3 convolutions without
   reordering the activations around every call.
 - GroupNorm followed by an in-place SiLU and in-place residual adds: fewer full-resolution
@@ -22,10 +22,10 @@ What it does, each chosen by measurement (bench/model_forward.py):
   computes all four phases, which are then interleaved. 16 taps at low resolution instead of 9
   at high resolution: 4/9 of the multiply-adds. Exact up to float rounding (the merged taps
   are sums of original weights).
-- Mixed precision islands (see `precision.py`): under fp16 autocast the residual stream stays
-  fp32, GroupNorm runs in fp32, and the convolutions that read the raw residual stream rescale it
-  by a power of two so that large activations cannot overflow. bf16 (fp32's range) runs without
-  them by default (`HALF_ISLANDS`), every map in bf16.
+- Mixed precision islands (see runtime/precision.py): under fp16 autocast the residual stream
+  stays fp32, GroupNorm runs in fp32, and the convolutions that read the raw residual stream
+  rescale it by a power of two so that large activations cannot overflow. bf16 (fp32's range)
+  runs without them by default (`HALF_ISLANDS`), every map in bf16.
 
 The fast blocks are inference-only: with autograd enabled they run the plain forward, so an
 optimised model can still be fine-tuned (slowly) without silent gradient errors.
@@ -39,8 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import AttentionBlock, Downsample, ResnetBlock, Upsample
-from .network import RestoreFormer
+from ..model.blocks import AttentionBlock, Downsample, ResnetBlock, Upsample
+from ..model.network import RestoreFormer
 
 # Row (or column) merge of a 3x3 kernel acting on a nearest-x2 upsampled map, per output parity.
 # For output row 2i+a the three kernel rows read low-resolution rows:
@@ -154,7 +154,7 @@ def _norm(norm: nn.GroupNorm, x: torch.Tensor, scratch: bool = False) -> torch.T
     return F.group_norm(x, g, norm.weight.float(), norm.bias.float(), norm.eps)
 
 
-def _norm_silu(norm: nn.GroupNorm, x: torch.Tensor, scratch: bool = False) -> torch.Tensor:
+def norm_silu(norm: nn.GroupNorm, x: torch.Tensor, scratch: bool = False) -> torch.Tensor:
     """GroupNorm (see `_norm` for its dtype) then SiLU in place."""
     return F.silu(_norm(norm, x, scratch), inplace=True)
 
@@ -169,26 +169,30 @@ def _residual(stream: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
     return branch.add_(stream) if branch.stride() == stream.stride() else stream + branch
 
 
+def fp16_stream_scale(x: torch.Tensor) -> torch.Tensor:
+    """The power of two (>= 1, a 0-d tensor: no host sync) that brings max|x| under
+    `_FP16_STREAM_LIMIT`; dividing by it and multiplying back is exact in floating point."""
+    scale = torch.exp2(torch.ceil(torch.log2(x.detach().abs().amax().float() / _FP16_STREAM_LIMIT)))
+    return scale.clamp(min=1.0)
+
+
 def stream_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """conv(x) for a conv that reads the raw (un-normalised) residual stream.
 
-    Under fp16 autocast, x is divided by a power of two that brings max|x| under
-    `_FP16_STREAM_LIMIT` (exact in floating point; no host sync) and the result multiplied back in
+    Under fp16 autocast, x is divided by `fp16_stream_scale(x)` and the result multiplied back in
     fp32, so large activations cannot overflow fp16. Elsewhere it is a plain call.
     """
     if _autocast_dtype(x) != torch.float16:
         return conv(x)
-    scale = torch.exp2(torch.ceil(torch.log2(x.detach().abs().amax().float() / _FP16_STREAM_LIMIT)))
-    scale = scale.clamp(min=1.0)
+    scale = fp16_stream_scale(x)
     y = conv._conv_forward(x / scale, conv.weight, None).float() * scale
     if conv.bias is not None:
         y = y + conv.bias.float().view(1, -1, 1, 1)
     return y
 
 
-# NNPACK's Winograd kernels beat oneDNN from 32x32 maps up (measured per layer on a 2-core AVX-512
-# CPU: 2x at 512x512 and 64x64, 1.2x at 32x32, 0.45x at 16x16 where the per-call kernel transform
-# of 512x512x3x3 weights dominates).
+# NNPACK's Winograd kernels pay on maps of this side and larger; on smaller maps the per-call
+# transform of the (widest, 512-channel) kernels costs more than it saves (bench/README.md).
 WINOGRAD_MIN_SIDE = 32
 _winograd_state: dict[str, bool] = {}
 
@@ -207,7 +211,7 @@ def winograd_available() -> bool:
 def prefers_channels_last(device: torch.device | str) -> bool:
     """The memory format `optimize_for_inference` should use for a model that runs on `device`:
     channels-last on a CPU without NNPACK; NCHW on a CPU with it (its kernels read NCHW) and on
-    GPUs (cuDNN's NCHW bf16 path measured faster on an H200)."""
+    GPUs (cuDNN's NCHW bf16 path measured faster; bench/README.md)."""
     return torch.device(device).type == "cpu" and not winograd_available()
 
 
@@ -231,8 +235,7 @@ class FastConv3x3(nn.Conv2d):
 
     NNPACK runs Winograd only for single images (a batch goes to a slower, exact algorithm), so a
     batch is convolved image by image. Winograd's transforms round differently from a direct
-    convolution: about 1e-5 relative per layer, 1.3e-4 max / 4e-6 mean on the full network's
-    [-1, 1] output (bench/README.md).
+    convolution (the full network's error against float64 is in bench/README.md).
     """
 
     def uses_winograd(self, x: torch.Tensor) -> bool:
@@ -280,8 +283,8 @@ class FastResnetBlock(ResnetBlock):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled():
             return super().forward(x)
-        h = self.conv1(_norm_silu(self.norm1, x))
-        h = self.conv2(_norm_silu(self.norm2, h, scratch=h.dtype == torch.float32))
+        h = self.conv1(norm_silu(self.norm1, x))
+        h = self.conv2(norm_silu(self.norm2, h, scratch=h.dtype == torch.float32))
         shortcut = x if self.nin_shortcut is None else stream_conv(self.nin_shortcut, x)
         return _residual(shortcut, h)
 
@@ -330,8 +333,7 @@ class FastUpsample(Upsample):
             dtype = _autocast_dtype(x)
             scale = None
             if dtype == torch.float16:
-                amax = x.abs().amax().float()
-                scale = torch.exp2(torch.ceil(torch.log2(amax / _FP16_STREAM_LIMIT))).clamp(min=1.0)
+                scale = fp16_stream_scale(x)
                 x = x / scale
             with torch.autocast(x.device.type, enabled=False):
                 y = subpixel_upsample_conv(x.to(dtype), weight4.to(dtype), None).float()
@@ -375,6 +377,11 @@ _FAST_CLASSES: dict[type, type] = {
     AttentionBlock: FastAttentionBlock,
 }
 _PLAIN_CLASSES = {fast: plain for plain, fast in _FAST_CLASSES.items()}
+
+
+def is_optimized(model: RestoreFormer) -> bool:
+    """True when every block of `model` is in its fast form (the fp32 islands are in place)."""
+    return not any(type(m) in _FAST_CLASSES for m in model.modules())
 
 
 def optimize_for_inference(

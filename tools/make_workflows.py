@@ -6,7 +6,7 @@ frontend serializes it. So node ids, links and the order of widgets_values are e
 frontend 1.32.9 writes, and a changed node definition shows up as a build error, not as a
 silently wrong file.
 
-    COMFYUI_DIR=/path/to/comfyui python tests/make_workflows.py [name ...]
+    COMFYUI_DIR=/path/to/comfyui python -m tools.make_workflows [name ...]
 
 The tests load, convert and run every file written here (test_live_comfyui.py, test_browser_workflows.py).
 """
@@ -17,9 +17,6 @@ import json
 import shutil
 import sys
 import uuid
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # Node ids of this pack (see restoreformer_node/nodes).
 LOAD_MODEL = "RestoreFormerModelLoader"

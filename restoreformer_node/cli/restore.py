@@ -16,18 +16,21 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-# Copies of the pipeline's choices and defaults, so building the parser imports no torch (`--help`
-# and the other subcommands stay fast); tests/test_restore_cli.py checks they match.
-PRECISIONS = ("fp32", "bf16", "fp16")
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs")
-COLOR_MATCH_MODES = ("none", "mean", "mean_std")
-DEFAULT_FEATHER = 40.0
-DEFAULT_ERODE = 8.0
+from ..options import (
+    COLOR_MATCH_MODES,
+    COMPILE_MODES,
+    DEFAULT_DETECTOR,
+    DEFAULT_ERODE,
+    DEFAULT_FEATHER,
+    DETECTORS,
+    IMAGE_SUFFIXES,
+    PRECISIONS,
+)
+
 BATCH_PIXELS = 48_000_000  # images of one batch in memory at once (about 8 frames of 2560x2304)
 
 
-def add_restore_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "restore",
         help="restore the faces in image files or folders",
@@ -42,7 +45,8 @@ def add_restore_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--recursive", action="store_true", help="also take images in sub-folders of folder inputs")
     p.add_argument(
         "--detector",
-        default="mtcnn",
+        default=DEFAULT_DETECTOR,
+        choices=DETECTORS,
         help="mtcnn (weights ship with facenet-pytorch), retinaface_resnet50 or retinaface_mobilenet0.25 "
         "(these need --detector-weights)",
     )
@@ -65,7 +69,7 @@ def add_restore_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=8, help="images of one size restored together (default 8)")
     p.add_argument("--save-crops", action="store_true", help="also write the restored 512 crops to DIR/crops")
     p.add_argument("--overwrite", action="store_true", help="replace existing files in --out (default: skip them)")
-    p.set_defaults(func=run_restore)
+    p.set_defaults(func=run)
 
 
 @dataclass(frozen=True)
@@ -107,47 +111,6 @@ def plan_jobs(inputs: Sequence[str], out: Path, recursive: bool) -> list[Job]:
     return jobs
 
 
-def read_image(path: Path):
-    """An image file -> (float32 tensor [H, W, C] in 0..1, PIL mode to write back, note or None).
-    C: 1 (L), 2 (LA), 3 (RGB) or 4 (RGBA); EXIF orientation applied."""
-    import numpy as np
-    import torch
-    from PIL import Image, ImageOps
-
-    with Image.open(path) as img:
-        img = ImageOps.exif_transpose(img)
-        note = None
-        if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-            arr = np.asarray(img, dtype=np.float32) / 65535.0
-            return torch.from_numpy(arr.clip(0, 1))[..., None], "L", "16-bit gray written as 8-bit"
-        if img.mode == "P":
-            img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-        elif img.mode == "1":
-            img = img.convert("L")
-        elif img.mode == "PA":
-            img = img.convert("RGBA")
-        elif img.mode not in ("L", "LA", "RGB", "RGBA"):
-            img = img.convert("RGB")
-        arr = np.asarray(img, dtype=np.uint8)
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    return torch.from_numpy(arr.copy()).float().div_(255.0), img.mode, note
-
-
-def write_image(t, mode: str, path: Path) -> None:
-    """float [H, W, C] in 0..1 -> 8-bit PNG in `mode` (written to a temp name, then renamed)."""
-    import numpy as np
-    from PIL import Image
-
-    arr = (t.clamp(0, 1) * 255.0).round_().to("cpu").numpy().astype(np.uint8)
-    if arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    Image.fromarray(arr, mode=None).convert(mode).save(tmp, format="PNG")
-    tmp.replace(path)
-
-
 def pick_device(name: str):
     import torch
 
@@ -175,15 +138,13 @@ def _batches(items: list, batch: int) -> Iterator[list]:
         yield current
 
 
-def run_restore(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     import torch
 
-    from .faces.compiled import CompileOptions, compile_skipped
-    from .faces.detection import FaceSelection, find_faces, load_detector
-    from .faces.pipeline import restore_faces
-    from .model.fast import optimize_for_inference, prefers_channels_last
-    from .model.precision import cast_weights, stored_weight_dtype
-    from .weights import load_restoreformer
+    from ..faces.detection import FaceSelection, find_faces, load_detector
+    from ..faces.pipeline import restore_faces
+    from ..runtime import CompileOptions, compile_skipped, prepare
+    from .images import read_image, write_image
 
     out = Path(args.out)
     if not 0.0 <= args.strength <= 1.0:
@@ -204,21 +165,18 @@ def run_restore(args: argparse.Namespace) -> int:
         return 0
     device = pick_device(args.device)
     started = time.perf_counter()
-    model = load_restoreformer(args.model, device=device)
-    # bf16 on a GPU: store the weights in bf16 and run natively, faster than autocast over fp32
-    # weights and half the memory (the CLI owns its network; a CPU keeps fp32 and says so later).
-    stored, _ = stored_weight_dtype(args.precision if args.precision == "bf16" else "fp32", device)
-    cast_weights(model, stored)
-    optimize_for_inference(model, channels_last=prefers_channels_last(device))  # same weights, faster blocks
+    # bf16 on a GPU: the weights are held in bf16 and run natively (a CPU keeps fp32 and says so).
+    prepared = prepare(args.model, device, "bf16" if args.precision == "bf16" else "fp32")
+    model = prepared.model
     detector = load_detector(args.detector, args.detector_weights, device)
     selection = FaceSelection(mode=args.select)
     compile_options = CompileOptions(mode=args.compile_mode) if args.compile else None
-    # A compile failure is logged once as a warning (stderr) by faces/compiled.py.
+    # A compile failure is logged once as a warning (stderr) by runtime/compile.py.
     how = ""
     if compile_options is not None:
         skipped = compile_skipped(compile_options, device)
         how = f"; {skipped}" if skipped else f", {compile_options.describe()} (the first batch compiles: a minute or more)"
-    weights = ", bf16 weights" if stored == "bf16" else ""
+    weights = ", bf16 weights" if prepared.weight_dtype == "bf16" else ""
     print(f"{Path(args.model).name}: {model.config.variant} on {device}{weights}{how}; detector {args.detector}")
 
     failed = 0
@@ -233,6 +191,7 @@ def run_restore(args: argparse.Namespace) -> int:
         loaded.append((job, image, mode, note))
 
     total_faces = 0
+    told: set[str] = set()
     for group in _batches(loaded, max(1, args.batch)):
         images = torch.stack([item[1] for item in group])
         faces = find_faces(detector, images, selection)
@@ -248,9 +207,10 @@ def run_restore(args: argparse.Namespace) -> int:
             device=device,
             compile_options=compile_options,
         )
-        for note in result.notes:
-            if "precision" in note:
-                print(note)
+        note = result.report.precision_note
+        if note and note not in told:  # said once per run, not once per batch
+            told.add(note)
+            print(note)
         face_number = 0
         for i, (job, _, mode, note) in enumerate(group):
             count = len(faces.for_image(i))
@@ -269,15 +229,3 @@ def run_restore(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - started
     print(f"{len(loaded)} image{'s' if len(loaded) != 1 else ''}, {total_faces} face{'s' if total_faces != 1 else ''}, {seconds:.1f} s")
     return 1 if failed else 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone entry (the package's `python -m restoreformer_node restore` is the usual one)."""
-    parser = argparse.ArgumentParser(prog="python -m restoreformer_node")
-    add_restore_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,9 +1,8 @@
 """Optional torch.compile of the network for `restore_crops`, with a safe fallback to eager.
 
 Compiling pays when many crops are restored (video batches): a one-off compile of about a minute
-buys a faster forward for every chunk after it (1.2x the eager forward in bf16 at batch 8 on an
-H200, inductor, mode "default"; 1.4x with bf16's fp32 islands on: bench/README.md). Three rules
-keep it cheap and safe:
+buys a faster forward for every chunk after it (bench/README.md). Three rules keep it cheap and
+safe:
 
 - One graph per batch shape. Graphs are static (`dynamic=False`); `restore_crops` runs chunks of
   `compiled_batch(n, chunk_size)` crops (a power of two) and pads the last chunk by repeating its
@@ -19,10 +18,10 @@ Inspection (attention traces, code maps) always runs the eager network: it needs
 traces that a compiled graph does not record.
 
 On a CPU the eager network is the faster one: its NNPACK Winograd convolutions beat the oneDNN
-convolutions inductor generates (3.5 s against 5.8 s per 512x512 face, fp32, 2-core CPU,
-`python -m bench.compile_restore --device cpu`). So a CPU restores eagerly and says so, unless
-`CompileOptions(on_cpu=True)` or RESTOREFORMER_COMPILE_ON_CPU=1 asks to compile anyway (for a CPU
-where that pays, and for the tests, which check inductor's output on this CPU).
+convolutions inductor generates (`python -m bench.compile_restore --device cpu`). So a CPU
+restores eagerly and says so, unless `CompileOptions(on_cpu=True)` or
+RESTOREFORMER_COMPILE_ON_CPU=1 asks to compile anyway (for a CPU where that pays, and for the
+tests, which check inductor's output on this CPU).
 """
 
 from __future__ import annotations
@@ -36,11 +35,9 @@ from dataclasses import dataclass
 
 import torch
 
-log = logging.getLogger("restoreformer")
+from ..options import COMPILE_MODES
 
-# torch.compile modes worth offering: "reduce-overhead" adds CUDA graphs (less launch overhead,
-# more memory); "max-autotune-no-cudagraphs" benchmarks kernels while compiling (minutes).
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs")
+log = logging.getLogger("restoreformer")
 
 
 @dataclass(frozen=True)
@@ -67,11 +64,9 @@ CPU_ENV = "RESTOREFORMER_COMPILE_ON_CPU"
 
 # Whether the compiled graph gets a channels-last (NHWC) input, per device type. TorchDynamo traces
 # the network in the layout of its input, and the sub-pixel upsample allocates its output in that
-# layout, so an NCHW input pins NCHW buffers inside the graph while inductor wants NHWC for the
-# tensor-core convolutions. NCHW is what the shipped path measured (bf16, batch 8, H200: 54.2 ms,
-# 48.9 with bf16 weights); an earlier build with channels-last weights and input compiled to 39.9
-# ms. `bench/gpu_all.sh`'s compile step times a channels-last input on today's code; switch
-# "cuda" to True when it wins there.
+# layout, so an NCHW input pins NCHW buffers inside the graph while inductor may prefer NHWC for
+# the tensor-core convolutions. `bench/gpu_all.sh`'s compile step times both layouts; the entry
+# for "cuda" follows the one that wins there (bench/README.md).
 CHANNELS_LAST_INPUT: dict[str, bool] = {"cuda": False}
 
 
@@ -88,8 +83,7 @@ def compile_skipped(options: CompileOptions, device: torch.device | str) -> str 
         return None
     return (
         "torch.compile skipped on the CPU: the network restores faster uncompiled there (its NNPACK "
-        "convolutions beat inductor's: 3.5 s against 5.8 s per 512x512 face measured on 2 cores); "
-        f"set {CPU_ENV}=1 to compile anyway"
+        f"convolutions beat the ones inductor generates); set {CPU_ENV}=1 to compile anyway"
     )
 
 

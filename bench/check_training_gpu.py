@@ -1,7 +1,7 @@
 """GPU check for training/: the bf16 CUDA path, resume, export, TensorBoard, full-size throughput.
 
 Run from the repository root on a CUDA machine (about 2-3 minutes on one H100/H200):
-    OUT=/tmp/out python3 scripts/check_training_gpu.py
+    OUT=/tmp/out python3 -m bench.check_training_gpu
 Prints a JSON summary (also written to $OUT/res.json): the resume difference under bf16 (CUDA
 kernels are not bitwise deterministic, so small but maybe non-zero), and images/s and peak memory
 of the paper's 512x512 stage 1 with the discriminator active and random loss networks.
@@ -9,7 +9,6 @@ of the paper's 512x512 stage 1 with the discriminator active and random loss net
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -17,11 +16,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from training.config import apply_overrides, load_config  # noqa: E402
-from training.export import export_checkpoint  # noqa: E402
-from training.stage1 import Stage1Config, build  # noqa: E402
+from training.config import apply_overrides, load_config
+from training.export import export_checkpoint
+from training.stage1 import Stage1Config, build
 
 
 def config(path: str, overrides: list[str]) -> Stage1Config:

@@ -1,7 +1,7 @@
 """Device check for face detection: the same faces on the accelerator as on the CPU, and timings.
 
 Run on a machine with a GPU (prints results; exits non-zero when a check fails):
-    python scripts/check_detection_device.py [--device cuda]
+    python -m bench.check_detection_device [--device cuda]
 
 Checks: MTCNN on the two test photos (CUDA landmarks within 0.5 px of the CPU's); RetinaFace of
 both backbones built from a generated weight file (random backbone, heads set so every detection

@@ -1,4 +1,4 @@
-"""Device check for stage 2: `python3 benchmarks/stage2_gpu_check.py` from the repo root on a CUDA machine.
+"""Device check for stage 2: `python3 -m bench.check_stage2_gpu` from the repo root on a CUDA machine.
 
 Full-size RF (paper preset), RF++ (released preset) and the SFT ablation train a few steps with bf16
 autocast and every loss on (random loss networks, random start, template landmarks, generated faces):
@@ -8,7 +8,6 @@ prints seconds per step, peak memory, every loss term per step and the bf16-vs-f
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -16,10 +15,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, ".")
-from restoreformer_node.model import RestoreFormer  # noqa: E402
-from training.config import apply_overrides, load_config  # noqa: E402
-from training.stage2 import Stage2Config, build  # noqa: E402
+from restoreformer_node.model import RestoreFormer
+from training.config import apply_overrides, load_config
+from training.stage2 import Stage2Config, build
 
 ROOT = Path("/tmp/stage2_gpu_faces")
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 
-def add_atlas_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "atlas",
         help="decode every dictionary entry of a weight file and save the tiles as one PNG",
@@ -28,21 +28,21 @@ def add_atlas_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--gap", type=int, default=1, help="pixels between tiles")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
     p.add_argument("--batch-size", type=int, default=64, help="entries decoded per call")
-    p.set_defaults(func=run_atlas)
+    p.set_defaults(func=run)
 
 
-def run_atlas(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image
 
-    from .inspection.atlas import build_atlas, parse_entries
-    from .weights import load_restoreformer
+    from ..inspection.atlas import build_atlas, parse_entries
+    from ..runtime import prepare
 
     if args.out.suffix.lower() != ".png":
         print(f"error: --out must end in .png (got {args.out})", file=sys.stderr)
         return 2
     try:
-        model = load_restoreformer(args.model, device=args.device)
+        model = prepare(args.model, args.device).model  # as the loader node prepares it
         atlas = build_atlas(
             model,
             cells=args.cells,
