@@ -38,7 +38,7 @@ step pipeline 170 $PY -m bench.pipeline --device cuda --precisions fp32 bf16 --f
 #    4.51x). Compiling takes ~80 s each on an H200.
 step compile 330 $PY -m bench.model_forward --device cuda --batches 8 --rounds 10 --compile --only "ours bf16 weights cast (no autocast)" "ours bf16 weights cast, torch.compile(default)" "ours bf16 weights cast, channels-last input, torch.compile(default)" "ours bf16 weights cast, channels-last, torch.compile(default)" --no-ranges --out "$OUT/tables.md"
 # 4. The Compile node's own path (restore_crops through torch.compile) on bf16 weights, NCHW against
-#    a channels-last graph input (faces/compiled.py CHANNELS_LAST_INPUT): two compiles.
+#    a channels-last graph input (runtime/compile.py CHANNELS_LAST_INPUT): two compiles.
 step restore_compile 260 $PY -m bench.compile_restore --device cuda --precisions bf16 --weight-dtype bf16 --layouts nchw channels-last --modes default --crops 16 --chunk 8 --rounds 3 --out "$OUT/tables.md"
 echo "tables: $OUT/tables.md"
 cat "$OUT/tables.md" 2>/dev/null | tail -c 6000

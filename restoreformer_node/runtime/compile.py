@@ -47,7 +47,7 @@ class CompileOptions:
 
     mode: str = "default"
     backend: str | Callable = "inductor"
-    on_cpu: bool = False  # compile on a CPU too (measured slower than eager there; see above)
+    on_cpu: bool = False  # compile on a CPU too (slower than eager there; see above)
     # Feed the graph a channels-last input (None: CHANNELS_LAST_INPUT for the device type).
     channels_last: bool | None = None
 
