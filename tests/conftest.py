@@ -1,19 +1,15 @@
-"""Shared fixtures: real face photos from PyPI packages and small random RestoreFormer models."""
+"""Fixtures shared by every test: real face photos from PyPI packages, and a one-thread scope.
+
+Helpers (small models, weight-file writers, the ComfyUI host, the browser) are in tests/helpers/.
+"""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
-
-from restoreformer_node.model import RESTOREFORMER, RestoreFormer, tiny_config
-from restoreformer_node.testing import random_model
-
-
-def random_restoreformer(config=None, seed: int = 0) -> RestoreFormer:
-    """A randomly initialised network of the real architecture (pretrained weights cannot be had
-    offline), tiny geometry by default. The codebook is spread to unit scale so nearest-entry
-    search is meaningful (the benchmarks' `random_model`)."""
-    return random_model(config or tiny_config(RESTOREFORMER), seed)
+import torch
 
 
 @pytest.fixture(scope="session")
@@ -32,3 +28,32 @@ def grace_hopper() -> np.ndarray:
 
     with cbook.get_sample_data("grace_hopper.jpg") as f:
         return np.asarray(Image.open(f).convert("RGB"))
+
+
+@contextmanager
+def _intra_op_threads(count: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# Small networks run as fast on one intra-op thread and do not oversubscribe shared CI cores.
+# The thread count also sets the summation order, so a module that compares outputs bit for bit
+# with module-scoped references uses the module-wide form.
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for this test."""
+    with _intra_op_threads(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def one_thread_per_module():
+    """One intra-op thread for every test and fixture of the module that asks for it first."""
+    with _intra_op_threads(1):
+        yield

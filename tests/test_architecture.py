@@ -12,8 +12,8 @@ import ast
 from pathlib import Path
 
 import pytest
+from helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 PACKAGE = "restoreformer_node"
 
 # What each part of restoreformer_node may import from restoreformer_node (besides itself).

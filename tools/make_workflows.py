@@ -17,6 +17,7 @@ import json
 import shutil
 import sys
 import uuid
+from pathlib import Path
 
 # Node ids of this pack (see restoreformer_node/nodes).
 LOAD_MODEL = "RestoreFormerModelLoader"
@@ -252,9 +253,11 @@ SPECS = {
 
 
 def main(names: list[str]) -> None:
-    import browser
-    from live_server import LiveComfyUI
-    from workflow_format import WORKFLOW_DIR
+    # A live ComfyUI and a browser build the graphs: the test suite's helpers for both.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from helpers import browser
+    from helpers.live_server import LiveComfyUI
+    from helpers.workflow_format import WORKFLOW_DIR
 
     server = LiveComfyUI().start()
     try:
