@@ -28,6 +28,12 @@ DEFAULT_DETECTOR = "mtcnn"
 # Which faces of an image are kept, and in which order they are numbered.
 FACE_SELECT_MODES = ("all", "largest", "by index")
 FACE_ORDERS = ("left to right", "largest first")
+# Video batches: faces tracked through the frames and their landmarks smoothed over time. Strength 0
+# treats the images of a batch separately (no tracking); DEFAULT_VIDEO_SMOOTHING is the strength the
+# video workflow and `restore --sequence` use. A tracked face missed for up to DEFAULT_TRACK_GAP
+# frames keeps its track, and those frames get its interpolated position.
+DEFAULT_VIDEO_SMOOTHING = 0.5
+DEFAULT_TRACK_GAP = 5
 
 # Order of the tiles of the dictionary atlas.
 ATLAS_ORDERS = ("index", "usage", "similarity")

@@ -4,8 +4,10 @@
     faces = find_faces(detector, images, FaceSelection(mode="largest"))
     faces.faces[0].affine                                         # source pixels -> 512 template
 
-Selection works per image (for a video batch, "largest" keeps the largest face of every frame and
-index "0" the first face of every frame, in the chosen order).
+Selection works per image (for a batch of photos, "largest" keeps the largest face of every image
+and index "0" the first face of every image, in the chosen order). With TrackingOptions the batch
+is a video: faces are tracked through the frames, smoothed over time, and the selection follows
+the tracks (see select_sequence and tracking.py).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from .detectors import (
 )
 from .detectors.base import check_images, detection_size
 from .template import CROP_SIZE, similarity_transform, template_points
+from .tracking import Track, TrackingOptions, faces_in_frame, smooth_track, track_faces
 from .types import DetectedFace, Faces
 
 
@@ -85,10 +88,9 @@ class FaceSelection:
             raise ValueError("selection 'by index' needs at least one face index (e.g. '0' or '0,2')")
 
 
-def order_faces(found: Detection, order: str) -> Detection:
-    """The same faces in a stable order: left to right, or largest first (ties left to right)."""
-    if len(found) < 2:
-        return found
+def face_order(found: Detection, order: str) -> list[int]:
+    """Positions of the faces in a stable order: left to right (box centre x, then y), or largest
+    first (ties left to right)."""
     cx = ((found.boxes[:, 0] + found.boxes[:, 2]) / 2).tolist()
     cy = ((found.boxes[:, 1] + found.boxes[:, 3]) / 2).tolist()
     size = found.sizes().tolist()
@@ -98,7 +100,14 @@ def order_faces(found: Detection, order: str) -> Detection:
         keys = [(-size[i], cx[i], cy[i]) for i in range(len(found))]
     else:
         raise ValueError(f"face order {order!r}: choose one of {', '.join(FACE_ORDERS)}")
-    return found.take(sorted(range(len(found)), key=keys.__getitem__))
+    return sorted(range(len(found)), key=keys.__getitem__)
+
+
+def order_faces(found: Detection, order: str) -> Detection:
+    """The same faces in a stable order: left to right, or largest first (ties left to right)."""
+    if len(found) < 2:
+        return found
+    return found.take(face_order(found, order))
 
 
 @dataclass(frozen=True)
@@ -116,28 +125,85 @@ class ImageSelection:
         return self.ordered.take(list(self.chosen))
 
 
-def select_faces(found: Detection, selection: FaceSelection) -> ImageSelection:
-    """Filter by score and size, order, then keep all / the largest / the listed positions."""
+def filter_faces(found: Detection, selection: FaceSelection) -> Detection:
+    """The faces that pass the selection's min_score and min_size."""
+    if not len(found):
+        return found
+    keep = (found.scores >= selection.min_score) & (found.sizes() >= selection.min_size)
+    return found.take(keep.nonzero().flatten())
+
+
+def choose_faces(
+    ordered: Detection, selection: FaceSelection, sizes: torch.Tensor | None = None
+) -> tuple[tuple[int, ...], list[str]]:
+    """Positions of the ordered faces the selection keeps (all / the largest / the listed ones),
+    and notes on listed positions that do not exist. `sizes` ranks "largest" (default: the boxes)."""
     notes: list[str] = []
-    total = len(found)
-    if total:
-        keep = (found.scores >= selection.min_score) & (found.sizes() >= selection.min_size)
-        found = found.take(keep.nonzero().flatten())
-    ordered = order_faces(found, selection.order)
     count = len(ordered)
     if selection.mode == "all":
         chosen = list(range(count))
     elif selection.mode == "largest":
         # argmax returns the first of equal maxima: ties go to the first in the chosen order.
-        chosen = [int(ordered.sizes().argmax())] if count else []
+        chosen = [int((ordered.sizes() if sizes is None else sizes).argmax())] if count else []
     else:
         chosen = list(dict.fromkeys(i % count for i in selection.indices if -count <= i < count))
         missing = [i for i in selection.indices if not -count <= i < count]
         if missing:
             notes.append(f"face index {', '.join(map(str, missing))} not found ({count} faces)")
+    return tuple(chosen), notes
+
+
+def select_faces(found: Detection, selection: FaceSelection) -> ImageSelection:
+    """Filter by score and size, order, then keep all / the largest / the listed positions."""
+    total = len(found)
+    ordered = order_faces(filter_faces(found, selection), selection.order)
+    chosen, notes = choose_faces(ordered, selection)
     if total and not chosen:
         notes.append(f"{total} face(s) found, none passed the selection")
-    return ImageSelection(ordered, tuple(chosen), total, tuple(notes))
+    return ImageSelection(ordered, chosen, total, tuple(notes))
+
+
+def order_tracks(tracks: list[Track], order: str) -> list[Track]:
+    """Tracks in the selection's order, judged on each track's median box over the frames it was
+    detected in (so the order does not change from frame to frame, e.g. when two faces cross)."""
+    if len(tracks) < 2:
+        return tracks
+    typical = Detection(
+        torch.stack([t.boxes[t.detected].median(dim=0).values for t in tracks]),
+        torch.zeros(len(tracks), 5, 2),
+        torch.zeros(len(tracks)),
+    )
+    return [tracks[i] for i in face_order(typical, order)]
+
+
+def select_sequence(
+    detections: list[Detection], selection: FaceSelection, tracking: TrackingOptions
+) -> tuple[list[ImageSelection], list[str]]:
+    """Selection over the frames of a video batch: filter by score and size, track the faces
+    through the frames (short misses filled), smooth them over time, order the tracks, and keep
+    in every frame the faces of the tracks that the selection picks among those present there:
+    all, the largest track (by its median size), or the listed positions in the tracks' order.
+
+    Returns one ImageSelection per frame (its `ordered` faces carry their track numbers, which are
+    positions in the tracks' order) and notes naming the frames filled by interpolation.
+    """
+    tracks = track_faces([filter_faces(found, selection) for found in detections], tracking.max_gap)
+    tracks = [smooth_track(t, tracking.smoothing) for t in order_tracks(tracks, selection.order)]
+    track_sizes = torch.stack([t.sizes()[t.detected].median() for t in tracks]) if tracks else torch.zeros(0)
+    per_frame = []
+    for frame, found in enumerate(detections):
+        present, ordered = faces_in_frame(tracks, frame)
+        chosen, notes = choose_faces(ordered, selection, track_sizes[present] if present else None)
+        if len(found) and not chosen:
+            notes.append(f"{len(found)} face(s) found, none passed the selection")
+        per_frame.append(ImageSelection(ordered, chosen, len(found), tuple(notes)))
+    notes = [f"{len(tracks)} face track{'s' if len(tracks) != 1 else ''} through {len(detections)} frames"]
+    for number, track in enumerate(tracks):
+        filled = [track.first + k for k in (~track.detected).nonzero().flatten().tolist()]
+        if filled:
+            listed = ", ".join(map(str, filled[:20])) + (" ..." if len(filled) > 20 else "")
+            notes.append(f"track {number}: missed in image(s) {listed}, filled by interpolation")
+    return per_frame, notes
 
 
 def build_faces(
@@ -167,6 +233,8 @@ def build_faces(
                     landmarks=found.landmarks[k].clone(),
                     score=float(found.scores[k]),
                     affine=affines[k].clone(),
+                    track=None if found.track_ids is None else int(found.track_ids[k]),
+                    interpolated=False if found.filled is None else bool(found.filled[k]),
                 )
             )
     return Faces(
@@ -187,13 +255,16 @@ def find_faces(
     max_side: int = DEFAULT_MAX_SIDE,
     crop_size: int = CROP_SIZE,
     progress: Callable[[int, int], None] | None = None,
+    tracking: TrackingOptions | None = None,
 ) -> Faces:
     """Detect, select and order faces in an IMAGE batch [B, H, W, C] (0..1, C = 1..4, any device).
 
     Images with no (selected) face are named in `Faces.notes`, as is a downscaled detection copy.
     progress(done, total) is called after each chunk of images (it may raise to interrupt).
+    tracking: None or smoothing 0 treats the images separately; otherwise the batch is a video
+    (see select_sequence).
     """
-    return find_faces_detailed(detector, images, selection, max_side, crop_size, progress)[0]
+    return find_faces_detailed(detector, images, selection, max_side, crop_size, progress, tracking)[0]
 
 
 def find_faces_detailed(
@@ -203,6 +274,7 @@ def find_faces_detailed(
     max_side: int = DEFAULT_MAX_SIDE,
     crop_size: int = CROP_SIZE,
     progress: Callable[[int, int], None] | None = None,
+    tracking: TrackingOptions | None = None,
 ) -> tuple[Faces, list[ImageSelection]]:
     """find_faces, plus each image's ordered candidates and chosen positions (for previews)."""
     selection = selection or FaceSelection()
@@ -216,12 +288,24 @@ def find_faces_detailed(
     elif max(height, width) > max_side:
         det_h, det_w = detection_size(height, width, max_side)
         notes.append(f"faces were looked for on a {det_w}x{det_h} copy of the {width}x{height} image")
-    per_image = [select_faces(found, selection) for found in detector.detect(images, max_side, progress)]
+    found = detector.detect(images, max_side, progress)
+    per_image, sequence_notes = select_all(found, selection, tracking)
     for index, chosen in enumerate(per_image):
         prefix = f"image {index}: " if batch > 1 else ""
         notes.extend(prefix + note for note in chosen.notes)
+    notes.extend(sequence_notes)
     faces = build_faces([c.kept() for c in per_image], height, width, detector.name, tuple(notes), crop_size)
     return faces, per_image
+
+
+def select_all(
+    detections: list[Detection], selection: FaceSelection, tracking: TrackingOptions | None = None
+) -> tuple[list[ImageSelection], list[str]]:
+    """Each image's selection: per image (tracking None or smoothing 0), or through the frames of a
+    video (select_sequence). Returns the selections and notes about the whole sequence."""
+    if tracking is None or tracking.smoothing == 0:
+        return [select_faces(found, selection) for found in detections], []
+    return select_sequence(detections, selection, tracking)
 
 
 def faces_or_detect(
@@ -256,9 +340,11 @@ def summarize(faces: Faces) -> str:
         for number, face in enumerate(faces.for_image(image_index)):
             x0, y0, x1, y1 = face.box.tolist()
             where = f"image {image_index} " if faces.batch_size > 1 else ""
+            track = "" if face.track is None else f", track {face.track}"
+            filled = " (filled: the detector missed it here)" if face.interpolated else ""
             lines.append(
                 f"{where}face {number}: box ({x0:.0f}, {y0:.0f})-({x1:.0f}, {y1:.0f}), "
-                f"size {face.size:.0f} px, score {face.score:.3f}"
+                f"size {face.size:.0f} px, score {face.score:.3f}{track}{filled}"
             )
     lines.extend(f"note: {note}" for note in faces.notes)
     return "\n".join(lines)
@@ -275,6 +361,7 @@ __all__ = [
     "FaceDetector",
     "FaceSelection",
     "ImageSelection",
+    "TrackingOptions",
     "build_faces",
     "faces_or_detect",
     "clear_detector_cache",
@@ -285,7 +372,9 @@ __all__ = [
     "needs_weights",
     "order_faces",
     "parse_indices",
+    "select_all",
     "select_faces",
+    "select_sequence",
     "summarize",
     "weight_file_name",
 ]

@@ -18,6 +18,8 @@ class DetectedFace:
     landmarks: torch.Tensor  # [5, 2] float32: left eye, right eye, nose, left / right mouth corner
     score: float  # detector confidence in [0, 1]
     affine: torch.Tensor  # [2, 3] float64: source pixel coords -> crop (template) pixel coords
+    track: int | None = None  # the face's track through a video batch (None: not tracked)
+    interpolated: bool = False  # a tracked face the detector missed here: box and landmarks interpolated
 
     @property
     def size(self) -> float:

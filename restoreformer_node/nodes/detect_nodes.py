@@ -10,6 +10,7 @@ from ..faces.detection import (
     DetectorWeightsMissing,
     FaceDetector,
     FaceSelection,
+    TrackingOptions,
     find_faces_detailed,
     load_detector,
     missing_weights_message,
@@ -19,7 +20,14 @@ from ..faces.detection import (
     weight_file_name,
 )
 from ..faces.preview import draw_detections
-from ..options import DEFAULT_DETECTOR, DETECTORS, FACE_ORDERS, FACE_SELECT_MODES
+from ..options import (
+    DEFAULT_DETECTOR,
+    DEFAULT_TRACK_GAP,
+    DEFAULT_VIDEO_SMOOTHING,
+    DETECTORS,
+    FACE_ORDERS,
+    FACE_SELECT_MODES,
+)
 from .common import FACES_CATEGORY, Progress, compute_device, register_models_folder
 from .types import DETECTOR, FACES
 
@@ -170,13 +178,41 @@ class DetectFaces:
                     DETECTOR,
                     {"tooltip": "From Load Face Detector. Unconnected: MTCNN."},
                 ),
+                "video_smoothing": (
+                    "FLOAT",
+                    {
+                        "default": 0.0,
+                        "min": 0.0,
+                        "max": 1.0,
+                        "step": 0.05,
+                        "tooltip": "0: the images are separate pictures (each searched on its own). Above 0: "
+                        "the batch is video frames in order: faces are tracked from frame to frame, "
+                        "select and face_index follow the tracks, frames where a tracked face was missed "
+                        "get its interpolated position, and the landmarks are smoothed over time with "
+                        f"this strength (less shimmer; fast motion is followed). {DEFAULT_VIDEO_SMOOTHING} "
+                        "suits most videos.",
+                    },
+                ),
+                "max_gap": (
+                    "INT",
+                    {
+                        "default": DEFAULT_TRACK_GAP,
+                        "min": 0,
+                        "max": 120,
+                        "step": 1,
+                        "tooltip": "With video_smoothing above 0: for how many frames in a row a face may be "
+                        "missed by the detector and keep its track (those frames are filled in). A longer "
+                        "absence starts a new track.",
+                    },
+                ),
             },
         }
 
     RETURN_TYPES = (FACES, "IMAGE", "INT", "STRING")
     RETURN_NAMES = ("faces", "preview", "count", "summary")
     OUTPUT_TOOLTIPS = (
-        "The selected faces: image index, box, 5 landmarks, score and the transform to the 512x512 template.",
+        "The selected faces: image index, box, 5 landmarks, score and the transform to the 512x512 template "
+        "(with video_smoothing: also the track and whether the face was filled in).",
         "The images with every face found: chosen faces in colour with their landmarks, others in grey, "
         "each labelled with its position and score.",
         "How many faces were selected.",
@@ -196,6 +232,8 @@ class DetectFaces:
         min_score: float,
         max_side: int,
         detector: FaceDetector | None = None,
+        video_smoothing: float = 0.0,
+        max_gap: int = DEFAULT_TRACK_GAP,
     ):
         if detector is None:
             detector = load_detector(DEFAULT_DETECTOR, device=compute_device())
@@ -205,8 +243,14 @@ class DetectFaces:
             )
         indices = parse_indices(face_index) if select == "by index" else ()
         selection = FaceSelection(select, indices, float(min_size), float(min_score), order)
+        tracking = TrackingOptions(float(video_smoothing), int(max_gap)) if video_smoothing > 0 else None
         faces, per_image = find_faces_detailed(
-            detector, images, selection, max(max_side, MIN_IMAGE_SIDE), progress=Progress(images.shape[0])
+            detector,
+            images,
+            selection,
+            max(max_side, MIN_IMAGE_SIDE),
+            progress=Progress(images.shape[0]),
+            tracking=tracking,
         )
         preview = draw_detections(images, [(s.ordered, s.chosen) for s in per_image]).cpu()
         return (faces, preview, len(faces), summarize(faces))

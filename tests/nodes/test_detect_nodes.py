@@ -55,11 +55,12 @@ def detect(
     min_score=0.95,
     max_side=1280,
     detector=None,
+    **video,
 ):
     node = comfy["nodes"][DETECT]()
     with network_blocked():
         faces, preview, count, summary = getattr(node, node.FUNCTION)(
-            images, select, face_index, order, min_size, min_score, max_side, detector=detector
+            images, select, face_index, order, min_size, min_score, max_side, detector=detector, **video
         )
     assert preview.shape == (*images.shape[:3], 3) and preview.device.type == "cpu"
     assert count == len(faces) and faces.batch_size == images.shape[0]
@@ -183,3 +184,37 @@ def test_multi_face_batch_selection(comfy, half_collage):
 def test_bad_face_index_is_named(comfy, half_collage):
     with pytest.raises(ValueError, match="face index list 'first'"):
         detect(comfy, half_collage, select="by index", face_index="first")
+
+
+def test_video_smoothing_zero_is_the_per_image_detection(comfy, half_collage):
+    """The new inputs left out (an older workflow or API prompt) and video_smoothing 0 give exactly
+    the same outputs: the images are detected separately, nothing is tracked."""
+    batch = torch.cat([half_collage, half_collage.flip(2)])
+    before = detect(comfy, batch, select="largest")
+    off = detect(comfy, batch, select="largest", video_smoothing=0.0, max_gap=3)
+    assert torch.equal(before[0].affines(), off[0].affines()) and torch.equal(before[1], off[1])
+    assert before[2:] == off[2:]
+    assert all(f.track is None and not f.interpolated for f in off[0].faces)
+
+
+def test_video_frames_are_tracked_and_smoothed(comfy, astronaut):
+    """Frames of the astronaut photo panned along a known path: with video_smoothing every frame's
+    face belongs to track 0, the landmarks move less from frame to frame (with the motion of the
+    path taken out) than the per-frame detections, and the summary says how many tracks."""
+    from bench import sequences as sq
+
+    path = sq.pan((230.0, 180.0), 8, 192, 24.0)
+    frames = sq.render(astronaut, path)
+    raw = detect(comfy, frames)[0]
+    faces, preview, count, summary = detect(comfy, frames, select="largest", video_smoothing=0.5, max_gap=2)
+    assert count == 8 and [f.track for f in faces.faces] == [0] * 8
+    assert "1 face track through 8 frames" in summary and "track 0" in summary
+
+    def wobble(found):  # landmark motion that the camera path does not explain
+        from restoreformer_node.faces.template import invert_affine
+
+        on_photo = sq.map_points(invert_affine(path.affines()), torch.stack([f.landmarks for f in found.faces]))
+        return float((on_photo[1:] - on_photo[:-1]).norm(dim=-1).mean())
+
+    assert wobble(faces) < wobble(raw)
+    assert not torch.equal(faces.affines(), raw.affines())

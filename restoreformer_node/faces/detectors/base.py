@@ -36,12 +36,17 @@ class Detection:
     landmarks: [N, 5, 2] float32 x, y of left eye, right eye, nose, left / right mouth corner, where
         "left" is the image's left (smaller x), as in the 512 template
     scores: [N] float32 confidence in [0, 1]
-    All three live on the CPU (they are small and feed Python-side selection).
+    track_ids: None, or [N] int64 track numbers when the faces were tracked through a video batch
+    filled: None, or [N] bool, True for a tracked face the detector missed in this frame (its box
+        and landmarks interpolated between the frames around it)
+    All live on the CPU (they are small and feed Python-side selection).
     """
 
     boxes: torch.Tensor
     landmarks: torch.Tensor
     scores: torch.Tensor
+    track_ids: torch.Tensor | None = None
+    filled: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
@@ -52,7 +57,13 @@ class Detection:
 
     def take(self, index: torch.Tensor | list[int]) -> Detection:
         index = torch.as_tensor(index, dtype=torch.long)
-        return Detection(self.boxes[index], self.landmarks[index], self.scores[index])
+        return Detection(
+            self.boxes[index],
+            self.landmarks[index],
+            self.scores[index],
+            None if self.track_ids is None else self.track_ids[index],
+            None if self.filled is None else self.filled[index],
+        )
 
     def sizes(self) -> torch.Tensor:
         """[N] side of each box's bounding square (the larger of width and height)."""
