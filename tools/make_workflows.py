@@ -19,6 +19,8 @@ import sys
 import uuid
 from pathlib import Path
 
+from restoreformer_node.options import DEFAULT_TRACK_GAP, DEFAULT_VIDEO_SMOOTHING
+
 # Node ids of this pack (see restoreformer_node/nodes).
 LOAD_MODEL = "RestoreFormerModelLoader"
 LOAD_DETECTOR = "RestoreFormerLoadFaceDetector"
@@ -136,25 +138,32 @@ def diffusion_chain() -> dict:
 
 def video_frames() -> dict:
     """A batch of frames (here one photo repeated; in practice a video loader's IMAGE batch)
-    restored in one pass: detection per frame, restoration batched over all faces."""
+    restored in one pass: faces tracked through the frames and smoothed over time, restoration
+    batched over all faces."""
     return {
         "nodes": [
             _note(
                 "note",
                 [X[0], -260],
                 "Restore the faces of video frames in one pass.\n\nReplace Load Image + Repeat "
-                "Image Batch with your video loader (any node giving an IMAGE batch). Faces of all "
-                "frames are restored together in chunks sized to your memory.\n\nThe model is loaded "
-                "with bf16 weights: on a GPU that halves its memory and restores faster (a CPU loads "
-                "fp32 and the report says so). Choose fp32 for results identical to the reference.",
+                "Image Batch with your video loader (any node giving an IMAGE batch of frames in "
+                "order). Detect Faces has video_smoothing on: faces are tracked from frame to frame, "
+                "frames where the detector missed a face are filled in, and the landmarks are "
+                "smoothed over time so restored faces do not shimmer (0 treats the frames as "
+                "separate pictures). Faces of all frames are restored together in chunks sized to "
+                "your memory.\n\nThe model is loaded with bf16 weights: on a GPU that halves its "
+                "memory and restores faster (a CPU loads fp32 and the report says so). Choose fp32 "
+                "for results identical to the reference.",
             ),
             {"key": "image", "type": "LoadImage", "pos": [X[0], 0], "widgets": {"image": DEFAULT_IMAGE}},
             {"key": "frames", "type": "RepeatImageBatch", "pos": [X[1], 0], "widgets": {"amount": 8}, "title": "Frames"},
             {"key": "model", "type": LOAD_MODEL, "pos": [X[1], -260],
              "widgets": {"model_name": DEFAULT_MODEL, "weight_dtype": "bf16"}},
-            {"key": "detect", "type": DETECT, "pos": [X[2], 0]},
+            {"key": "detect", "type": DETECT, "pos": [X[2], 0],
+             "widgets": {"video_smoothing": DEFAULT_VIDEO_SMOOTHING, "max_gap": DEFAULT_TRACK_GAP}},
             {"key": "restore", "type": RESTORE, "pos": [X[3], 0]},
             {"key": "save", "type": "SaveImage", "pos": [X[4], 0], "widgets": {"filename_prefix": "restoreformer/frame"}},
+            {"key": "summary", "type": "PreviewAny", "pos": [X[3], 560], "title": "Faces and tracks"},
         ],
         "links": [
             ("image", "IMAGE", "frames", "image"),
@@ -162,6 +171,7 @@ def video_frames() -> dict:
             ("frames", "IMAGE", "restore", "image"),
             ("model", 0, "restore", "model"),
             ("detect", "faces", "restore", "faces"),
+            ("detect", "summary", "summary", "source"),
             ("restore", "image", "save", "images"),
         ],
     }

@@ -67,6 +67,15 @@ def widget_names(definition: dict) -> list[str | None]:
     return names
 
 
+def _defaults(definition: dict, names: list[str | None]) -> dict:
+    """{name: default} for the named widget inputs (a combo without one: its first choice)."""
+    out = {}
+    for name, kind, options in _input_specs(definition):
+        if name in names:
+            out[name] = options["default"] if "default" in options else kind[0] if isinstance(kind, list) else None
+    return out
+
+
 def ui_to_api(workflow: dict, object_info: dict) -> dict:
     """Convert a UI-format workflow to the API format `/prompt` takes.
 
@@ -87,12 +96,15 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
             inputs.update(values)
         else:
             names = widget_names(definition)
-            if len(values) != len(names):
+            if len(values) > len(names):
                 raise ValueError(
                     f"node {node['id']} ({node['type']}) has {len(values)} widget values, "
                     f"its definition {len(names)} ({names})"
                 )
             inputs.update({n: v for n, v in zip(names, values) if n is not None})
+            # A workflow saved before a node gained inputs lacks their values: the frontend gives
+            # those widgets their defaults (test_browser_workflows.py checks this against it).
+            inputs.update(_defaults(definition, names[len(values):]))
         for slot in node.get("inputs", []):
             if slot.get("link") is None:
                 continue

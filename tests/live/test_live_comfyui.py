@@ -14,11 +14,13 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from helpers import live as live_fixtures
 from helpers.live_server import Events, history_error, history_messages
 from helpers.workflow_format import nodes_of_type, shipped_workflows, ui_to_api
 from PIL import Image
 
+from bench import sequences as sq
 from tools.make_workflows import ATLAS, ATTENTION, CODE_MAP, DETECT, LOAD_MODEL, PASTE, RESTORE, SPECS, USAGE
 
 pytestmark = pytest.mark.slow
@@ -216,6 +218,8 @@ def test_video_frames_workflow(live_comfyui, object_info, workflows, live_model,
     (frames_id,) = nodes_of_type(prompt, "RepeatImageBatch")
     frames = prompt[frames_id]["inputs"]["amount"]
     assert frames >= 4
+    (detect_id,) = nodes_of_type(prompt, DETECT)
+    assert prompt[detect_id]["inputs"]["video_smoothing"] > 0, "the video workflow does not track faces"
     entry = live_comfyui.run(prompt, timeout=300)
     assert_success(entry, live_comfyui)
     restored = saved_images(live_comfyui, entry, prompt)
@@ -224,6 +228,57 @@ def test_video_frames_workflow(live_comfyui, object_info, workflows, live_model,
         check_restored(astronaut, frame[..., :3])
         # Same input frame, same model: every frame is restored the same way.
         np.testing.assert_array_equal(frame, restored[0])
+    (summary_id,) = nodes_of_type(prompt, "PreviewAny")
+    assert f"1 face track through {frames} frames" in " ".join(entry["outputs"][summary_id]["text"])
+
+
+def test_video_frames_workflow_fills_a_missed_frame(live_comfyui, object_info, workflows, live_model, astronaut):
+    """The video workflow on real motion: the astronaut panned along a known path (8 frames, in
+    place of Repeat Image Batch), the face painted over in frame 3 so the detector misses it there.
+    With the workflow's video_smoothing the face is tracked through and frame 3 is restored in its
+    interpolated place; with video_smoothing 0 (frames as separate pictures) frame 3 stays as it was."""
+    path = sq.pan((230.0, 180.0), 8, 256, 28.0)
+    frames = (sq.render(astronaut, path) * 255).round().to(torch.uint8).numpy()
+    reference = sq.map_points(path.affines()[3:4], torch.tensor([[181.0, 62.0], [268.0, 172.0]]))[0]
+    (x0, y0), (x1, y1) = reference.round().int().tolist()
+    frames[3, y0:y1, x0:x1] = frames[3, y0:y1, x0:x1].reshape(-1, 3).mean(0).astype(np.uint8)
+    names = []
+    for t, frame in enumerate(frames):
+        names.append(f"pan_{t}.png")
+        Image.fromarray(frame).save(live_comfyui.input_dir / names[-1])
+
+    prompt = api_prompt(workflows["restore_video_frames"], object_info, live_model, names[0])
+    (frames_id,) = nodes_of_type(prompt, "RepeatImageBatch")
+    (image_id,) = nodes_of_type(prompt, "LoadImage")
+    batch = [image_id, 0]
+    for t, name in enumerate(names[1:], start=1):
+        prompt[f"load_{t}"] = {"class_type": "LoadImage", "inputs": {"image": name}}
+        prompt[f"batch_{t}"] = {"class_type": "ImageBatch", "inputs": {"image1": batch, "image2": [f"load_{t}", 0]}}
+        batch = [f"batch_{t}", 0]
+    for node in prompt.values():  # whatever took the repeated frames takes the panned ones
+        for name, value in node["inputs"].items():
+            if value == [frames_id, 0]:
+                node["inputs"][name] = batch
+    del prompt[frames_id]
+    (detect_id,) = nodes_of_type(prompt, DETECT)
+    (summary_id,) = nodes_of_type(prompt, "PreviewAny")
+
+    results = {}
+    for smoothing in (prompt[detect_id]["inputs"]["video_smoothing"], 0.0):
+        prompt[detect_id]["inputs"]["video_smoothing"] = smoothing
+        entry = live_comfyui.run(prompt, timeout=300)
+        assert_success(entry, live_comfyui)
+        results[smoothing] = (saved_images(live_comfyui, entry, prompt), " ".join(entry["outputs"][summary_id]["text"]))
+    (tracked, tracked_text), (separate, separate_text) = results.values()
+    assert len(tracked) == len(separate) == 8
+    assert "track 0: missed in image(s) 3, filled by interpolation" in tracked_text, tracked_text
+    assert "no face found by" in separate_text and "in image(s) 3 of 8" in separate_text, separate_text
+    np.testing.assert_array_equal(separate[3][..., :3], frames[3])
+    painted = (slice(y0, y1), slice(x0, x1))
+    assert np.abs(tracked[3][painted][..., :3].astype(int) - frames[3][painted]).max() > 10
+    for t in (2, 4):  # detected in both runs
+        check_restored(frames[t], tracked[t][..., :3])
+        check_restored(frames[t], separate[t][..., :3])
 
 
 # -- bad requests -------------------------------------------------------------------------------
