@@ -40,3 +40,5 @@ ATLAS_ORDERS = ("index", "usage", "similarity")
 
 # Image files the command line reads.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+# Video files `restore --sequence` reads frame by frame (through OpenCV's FFmpeg).
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
