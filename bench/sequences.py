@@ -91,7 +91,7 @@ def map_points(affines: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
 
 def photo_tensor(photo: np.ndarray) -> torch.Tensor:
     """uint8 [H, W, 3] -> IMAGE [1, H, W, 3] float32 in 0..1."""
-    return torch.from_numpy(np.ascontiguousarray(photo)).float()[None] / 255.0
+    return torch.from_numpy(np.array(photo, copy=True)).float()[None] / 255.0
 
 
 def render(photo: np.ndarray | torch.Tensor, path: CameraPath) -> torch.Tensor:
