@@ -3,6 +3,8 @@
 The restoring model is a randomly initialised tiny RestoreFormer written to a real .safetensors file
 (pretrained weights cannot be had offline); LPIPS and ArcFace are randomly initialised networks of the
 real architectures (--allow-random-networks), so their values are checked for shape and sense only.
+The protocols are pinned in test_evaluate_protocol.py, input checks and partial results in
+test_evaluate_inputs.py, reference statistics in test_evaluate_fid_stats.py.
 """
 
 from __future__ import annotations
@@ -144,6 +146,8 @@ def test_identical_folders_report_inf_psnr_and_unit_ssim(tmp_path, astronaut, gr
     assert summary.splitlines()[0] == "| Methods | FID↓ | PSNR↑ | SSIM↑ | LPIPS↓ | IDD↓ |"
     assert "| same | – | inf | 1.0000 | – | – |" in summary
     assert "LPIPS left out" in summary and "IDD left out" in summary
+    assert "- Protocol: released:" in summary  # the default: the official scripts' protocol
+    assert all(r["protocol"] == "released" for r in rows)
 
 
 @pytest.mark.slow
@@ -183,17 +187,19 @@ def test_degrade_restore_and_report_every_metric(tmp_path, astronaut, grace_hopp
         assert np.array_equal(a, b)
 
 
-def test_bad_inputs_are_named(tmp_path, astronaut, tiny_model_file):
+def test_bad_inputs_are_named(tmp_path, astronaut, tiny_model_file, capsys):
+    """A bad input is one line on stderr naming it, and exit code 2 (test_evaluate_inputs.py has more)."""
     from training.evaluate import main
 
     gt = tmp_path / "gt"
     _faces(gt, [astronaut], 64)
     other = tmp_path / "other"
     _faces(other, [astronaut, astronaut], 64)
-    with pytest.raises(ValueError, match="pair by file name"):
-        main(["--gt", str(gt), "--restored", str(other), "--out", str(tmp_path / "o"), "--no-fid"])
-    with pytest.raises(ValueError, match="--input DIR"):
-        main(["--gt", str(gt), "--model", str(tiny_model_file), "--out", str(tmp_path / "o"), "--no-fid"])
+    assert main(["--gt", str(gt), "--restored", str(other), "--out", str(tmp_path / "o"), "--no-fid"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--restored: images and --gt must pair by file name" in err and "face_01" in err
+    assert main(["--gt", str(gt), "--model", str(tiny_model_file), "--out", str(tmp_path / "o"), "--no-fid"]) == 2
+    assert "--model needs --input DIR" in capsys.readouterr().err
 
 
 def test_command_line_entry_point(tmp_path, astronaut):

@@ -137,7 +137,10 @@ class InceptionFeatures:
     def __init__(self, device: str | torch.device = "cpu", path: str | Path | None = None) -> None:
         self.device = torch.device(device)
         self.path = Path(path or inception_path())
-        self.net = torch.jit.load(str(self.path), map_location=self.device).eval()
+        with warnings.catch_warnings():
+            # torch 2.14 flags torch.jit.load as deprecated; the wheel ships only this TorchScript file.
+            warnings.filterwarnings("ignore", message=".*torch.jit.load.*", category=FutureWarning)
+            self.net = torch.jit.load(str(self.path), map_location=self.device).eval()
 
     @torch.no_grad()
     def prepared(self, x: torch.Tensor) -> np.ndarray:
