@@ -30,6 +30,8 @@ from .metrics import FEATURE_DIM
 
 NPZ_SUFFIX = ".npz"
 TORCH_SUFFIXES = (".pth", ".pt", ".pkl", ".pickle", ".bin")
+# Globals a plain torch.save of arrays and containers writes, all in torch's weights-only allowlist.
+_PLAIN_GLOBALS = ("collections.OrderedDict", "_codecs.encode", "builtins.set", "builtins.frozenset", "builtins.bytearray")
 
 
 class StatisticsError(Exception):
@@ -89,11 +91,11 @@ def _torch_pickle(path: Path, flag: str) -> object:
         names = _names_in_pickle(path, is_zip)
     except Exception:
         names = []  # unreadable: torch.load below says how
-    # A legacy (non-zip) stream lists every global, torch's own storage classes included; the
-    # weights-only unpickler below refuses any of those it does not know, so only foreign names
-    # are refused here, by name.
+    # A legacy (non-zip) stream lists every global, torch's own storage classes and the
+    # _codecs.encode that protocol-2 pickles use for bytes included; the weights-only unpickler
+    # below refuses any of those it does not know, so only foreign names are refused here, by name.
     foreign = sorted(n for n in names if n not in allowed_names and not n.startswith("torch.")
-                     and n not in ("collections.OrderedDict", "builtins.set", "builtins.frozenset"))
+                     and n not in _PLAIN_GLOBALS)
     if foreign:
         raise StatisticsError(
             f"{flag} {path}: the file's pickle imports {', '.join(foreign[:6])}, which statistics never "
