@@ -140,6 +140,27 @@ def test_a_bad_input_is_one_line_and_exit_code_2_before_anything_is_computed(cas
     assert not marker.exists()  # the pickle's code never ran
 
 
+def test_restored_names_with_the_official_suffix(tmp_path, folders, capsys):
+    """RestoreFormer++'s test script writes NAME_00.png: the pairing error says so, and
+    --restored-suffix _00 pairs them."""
+    from training.evaluate import main
+
+    gt, _, _ = folders
+    official = tmp_path / "official"
+    official.mkdir()
+    for p in gt.glob("*.png"):
+        (official / f"{p.stem}_00.png").write_bytes(p.read_bytes())
+    args = ["--gt", str(gt), "--restored", str(official), "--out", str(tmp_path / "r"), "--no-fid"]
+    assert main(args) == 2
+    assert "pass --restored-suffix _00" in capsys.readouterr().err
+    assert main(args + ["--restored-suffix", "_00"]) == 0
+    rows = list(csv.DictReader((tmp_path / "r" / "metrics.csv").open()))
+    assert [r["name"] for r in rows] == ["face_00", "face_01"] and all(r["PSNR"] == "inf" for r in rows)
+    assert main(["--gt", str(gt), "--restored", str(gt), "--out", str(tmp_path / "s"), "--no-fid",
+                 "--restored-suffix", "_00"]) == 2
+    assert "does not end in '_00'" in capsys.readouterr().err
+
+
 def test_the_command_line_prints_no_traceback_for_a_bad_input(tmp_path, folders, bad_files):
     gt, _, _ = folders
     files, _ = bad_files

@@ -92,6 +92,7 @@ class EvalOptions:
     out: str
     gt: str | None = None
     restored: str | None = None
+    restored_suffix: str | None = None
     model: str | None = None
     input: str | None = None
     degrade: bool = False
@@ -247,13 +248,32 @@ def _sizes(flag: str, files: dict[str, Path], protocol: Protocol) -> dict[str, t
     return sizes
 
 
+OFFICIAL_SUFFIX = "_00"  # RestoreFormer++'s scripts/test.py writes NAME_00.png (cal_*.py --need_post 1)
+
+
+def _strip_suffix(files: dict[str, Path], suffix: str | None, flag: str) -> dict[str, Path]:
+    """Pair NAME<suffix>.png with the ground truth NAME.png (--restored-suffix)."""
+    if not suffix:
+        return files
+    out = {}
+    for name, path in files.items():
+        if not name.endswith(suffix):
+            raise EvalInputError(f"{flag} {path}: the name does not end in {suffix!r} (--restored-suffix); "
+                                 "rename it or drop the option")
+        out[name[: -len(suffix)]] = path
+    return out
+
+
 def _check_pairs(flag: str, files: dict[str, Path], gt: dict[str, Path]) -> None:
     missing, extra = sorted(set(gt) - set(files)), sorted(set(files) - set(gt))
     if missing or extra:
         parts = [f"no image for ground truth {missing[:6]}" if missing else "",
                  f"no ground truth for {extra[:6]}" if extra else ""]
+        hint = ""
+        if all(n.endswith(OFFICIAL_SUFFIX) for n in files) and {n[: -len(OFFICIAL_SUFFIX)] for n in files} == set(gt):
+            hint = f" (the names end in {OFFICIAL_SUFFIX} as RestoreFormer++'s test.py writes them: pass --restored-suffix {OFFICIAL_SUFFIX})"
         raise EvalInputError(f"{flag}: images and --gt must pair by file name (relative path without extension): "
-                             f"{'; '.join(p for p in parts if p)}")
+                             f"{'; '.join(p for p in parts if p)}{hint}")
 
 
 def _check_sizes(flag: str, files: dict[str, Path], sizes: dict, gt_sizes: dict) -> None:
@@ -291,7 +311,7 @@ def _validate(opts: EvalOptions) -> _Plan:
     plan = _Plan(protocol=protocol, device=device, out=out, method=method, gt=gt)
     gt_sizes = _sizes("--gt", gt, protocol)
     if opts.restored:
-        plan.restored = list_images(opts.restored, "--restored")
+        plan.restored = _strip_suffix(list_images(opts.restored, "--restored"), opts.restored_suffix, "--restored")
         restored_sizes = _sizes("--restored", plan.restored, protocol)
         if gt:
             _check_pairs("--restored", plan.restored, gt)
@@ -714,6 +734,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="folder for metrics.csv, summary.md and images")
     parser.add_argument("--gt", help="ground-truth faces (paired with the others by relative path)")
     parser.add_argument("--restored", help="faces already restored by some method")
+    parser.add_argument("--restored-suffix", metavar="SUFFIX",
+                        help="pair --restored NAME<SUFFIX> with --gt NAME, e.g. _00 for the NAME_00.png files "
+                             "RestoreFormer++'s test script writes")
     parser.add_argument("--model", help="RestoreFormer weight file to restore with")
     parser.add_argument("--input", help="degraded faces to restore with --model")
     parser.add_argument("--degrade", action="store_true", help="degrade --gt here (fixed seed) and restore that")
@@ -738,16 +761,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="build LPIPS/ArcFace with fixed-seed random weights when files are missing (tests only)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=4)
-    sub = parser.add_subparsers(dest="evaluate_command", metavar="fid-stats")
+    sub = parser.add_subparsers(dest="evaluate_command", metavar="[fid-stats FOLDER --out FILE]",
+                               title="other command")
     stats = sub.add_parser("fid-stats", help="write FID reference statistics of a folder of images",
                            description="Inception statistics of a folder, for --fid-reference.")
     stats.add_argument("folder", help="folder of images (searched recursively, sorted by path)")
-    stats.add_argument("--out", dest="stats_out", required=True,
+    stats.add_argument("--out", dest="stats_out", metavar="FILE", required=True,
                        help=".npz (mu/sigma, pytorch-fid's names) or .pth (mean/cov, basicsr's layout)")
     stats.add_argument("--protocol", dest="stats_protocol", choices=tuple(PROTOCOLS), default="released")
-    stats.add_argument("--device", dest="stats_device", default="cpu")
-    stats.add_argument("--batch-size", dest="stats_batch_size", type=int, default=4)
-    stats.add_argument("--max-images", type=int, help="use the first N images (basicsr: 50000 of FFHQ)")
+    stats.add_argument("--device", dest="stats_device", metavar="DEVICE", default="cpu")
+    stats.add_argument("--batch-size", dest="stats_batch_size", metavar="N", type=int, default=4)
+    stats.add_argument("--max-images", metavar="N", type=int, help="use the first N images (basicsr: 50000 of FFHQ)")
 
 
 def _fid_stats_main(args: argparse.Namespace) -> int:
