@@ -140,6 +140,32 @@ def test_a_bad_input_is_one_line_and_exit_code_2_before_anything_is_computed(cas
     assert not marker.exists()  # the pickle's code never ran
 
 
+def test_a_report_is_not_overwritten_and_inputs_are_never_written_into(tmp_path, folders, tiny_model_file, capsys):
+    """A second run into the same --out needs --overwrite; a run whose images would land in a folder it
+    reads (here --out is the parent of --gt, and --degrade writes OUT/gt) is refused."""
+    from training.evaluate import main
+
+    gt, _, _ = folders
+    out = tmp_path / "report"
+    args = ["--gt", str(gt), "--restored", str(gt), "--out", str(out), "--no-fid"]
+    assert main(args) == 0
+    before = (out / "metrics.csv").read_text()
+    capsys.readouterr()
+    assert main(args + ["--name", "other"]) == 2
+    assert "already holds a report" in capsys.readouterr().err
+    assert (out / "metrics.csv").read_text() == before
+    assert main(args + ["--name", "other", "--overwrite"]) == 0
+    assert "other" in (out / "metrics.csv").read_text()
+
+    original = {p.name: p.read_bytes() for p in gt.glob("*.png")}
+    assert main(["--gt", str(gt), "--model", str(tiny_model_file), "--degrade", "--degradation", "restoreformer++",
+                 "--out", str(gt.parent), "--no-fid"]) == 2
+    assert f"writes images to {gt}, which overlaps --gt" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in gt.glob("*.png")} == original
+    assert main(["--gt", str(gt), "--restored", str(gt), "--name", "GT", "--out", str(tmp_path / "x"), "--no-fid"]) == 2
+    assert "one of the table's own rows" in capsys.readouterr().err
+
+
 def test_restored_names_with_the_official_suffix(tmp_path, folders, capsys):
     """RestoreFormer++'s test script writes NAME_00.png: the pairing error says so, and
     --restored-suffix _00 pairs them."""

@@ -75,6 +75,7 @@ ARROWS = {"FID": "↓", "PSNR": "↑", "SSIM": "↑", "LPIPS": "↓", "IDD": "�
 CSV_COLUMNS = ("method", "name", "protocol", "PSNR", "SSIM", "LPIPS", "LPIPS_0_1", "IDD")
 VALUE_COLUMNS = ("PSNR", "SSIM", "LPIPS", "LPIPS_0_1", "IDD")
 GT_CHANGE = ("use", "discard")
+RESERVED_LABELS = ("Input", "GT")  # rows of the paper's Table 1 the report fills itself
 MIN_SIDE_SSIM = 11  # the 11x11 window must fit
 MIN_SIDE_LPIPS = 16  # VGG-16 halves the image four times before relu5_3
 
@@ -109,6 +110,7 @@ class EvalOptions:
     allow_random_networks: bool = False
     device: str = "cpu"
     batch_size: int = 4
+    overwrite: bool = False
 
 
 @dataclass
@@ -306,22 +308,47 @@ def _validate(opts: EvalOptions) -> _Plan:
     if out.exists() and not out.is_dir():
         raise EvalInputError(f"--out {out}: exists and is not a folder; pass a folder for the report")
 
+    if out.is_dir() and any((out / f).exists() for f in ("summary.md", "metrics.csv")) and not opts.overwrite:
+        raise EvalInputError(f"--out {out}: already holds a report (summary.md / metrics.csv); pass --overwrite "
+                             "to replace it or choose another folder")
+
+    # The folders this run writes images into must not be (or hold, or sit in) a folder it reads.
+    targets = ([out / "input"] if opts.degrade else []) + ([out / "gt"] if opts.degrade and opts.gt_change == "use" else []) \
+        + ([out / "restored"] if opts.model else [])
+    for flag, folder in (("--gt", opts.gt), ("--input", opts.input), ("--restored", opts.restored)):
+        if not folder:
+            continue
+        source = Path(folder).expanduser().resolve()
+        for target in targets:
+            t = target.resolve()
+            if t == source or source in t.parents or t in source.parents:
+                raise EvalInputError(f"--out {out}: this run writes images to {target}, which overlaps {flag} {folder}; "
+                                     "choose another --out")
+
+    # Folders and pairing first (cheap), then every image decoded once.
     gt = list_images(opts.gt, "--gt") if opts.gt else {}
     method = opts.name or (Path(opts.model).stem if opts.model else Path(opts.restored).expanduser().name)
+    if method in RESERVED_LABELS:
+        raise EvalInputError(f"the method name {method!r} is one of the table's own rows ({', '.join(RESERVED_LABELS)}); "
+                             "pass --name NAME")
     plan = _Plan(protocol=protocol, device=device, out=out, method=method, gt=gt)
-    gt_sizes = _sizes("--gt", gt, protocol)
     if opts.restored:
         plan.restored = _strip_suffix(list_images(opts.restored, "--restored"), opts.restored_suffix, "--restored")
-        restored_sizes = _sizes("--restored", plan.restored, protocol)
         if gt:
             _check_pairs("--restored", plan.restored, gt)
-            _check_sizes("--restored", plan.restored, restored_sizes, gt_sizes)
-    model_sizes = gt_sizes
     if opts.input:
         plan.inputs = list_images(opts.input, "--input")
-        model_sizes = _sizes("--input", plan.inputs, protocol)
         if gt:
             _check_pairs("--input", plan.inputs, gt)
+    gt_sizes = _sizes("--gt", gt, protocol)
+    model_sizes = gt_sizes
+    if plan.restored:
+        restored_sizes = _sizes("--restored", plan.restored, protocol)
+        if gt:
+            _check_sizes("--restored", plan.restored, restored_sizes, gt_sizes)
+    if plan.inputs:
+        model_sizes = _sizes("--input", plan.inputs, protocol)
+        if gt:
             _check_sizes("--input", plan.inputs, model_sizes, gt_sizes)
     if gt:
         name, (h, w) = min(gt_sizes.items(), key=lambda kv: min(kv[1]))
@@ -761,6 +788,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="build LPIPS/ArcFace with fixed-seed random weights when files are missing (tests only)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--overwrite", action="store_true", help="replace a report already in --out")
     sub = parser.add_subparsers(dest="evaluate_command", metavar="[fid-stats FOLDER --out FILE]",
                                title="other command")
     stats = sub.add_parser("fid-stats", help="write FID reference statistics of a folder of images",
