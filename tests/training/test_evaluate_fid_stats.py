@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import REPO
 from PIL import Image
 
 from training.eval_fid import FidStatistics, StatisticsError, read_statistics, write_statistics
@@ -141,7 +142,7 @@ def test_fid_stats_command_writes_the_folder_statistics(tmp_path, astronaut, gra
     done = subprocess.run(
         [sys.executable, "-m", "training", "evaluate", "fid-stats", str(folder), "--out", str(tmp_path / "ref.pth"),
          "--max-images", "2", "--protocol", "standard"],
-        capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=300,
+        capture_output=True, text=True, cwd=REPO, timeout=300,
     )
     assert done.returncode == 0, done.stderr
     assert "wrote" in done.stdout and "2 images, protocol standard" in done.stdout

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import REPO
 from PIL import Image
 
 from training.metrics import psnr
@@ -193,7 +194,7 @@ def test_the_command_line_prints_no_traceback_for_a_bad_input(tmp_path, folders,
     done = subprocess.run(
         [sys.executable, "-m", "training", "evaluate", "--gt", str(gt), "--restored", str(gt), "--out", str(tmp_path / "o"),
          "--arcface", str(files / "lpips_vgg.pth")],
-        capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=300,
+        capture_output=True, text=True, cwd=REPO, timeout=300,
     )
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
