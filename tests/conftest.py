@@ -32,3 +32,11 @@ def grace_hopper() -> np.ndarray:
 
     with cbook.get_sample_data("grace_hopper.jpg") as f:
         return np.asarray(Image.open(f).convert("RGB"))
+
+
+def pytest_report_header(config):
+    """The CPU code paths of this run (ATen vector width, NNPACK, bf16 support): numeric checks
+    exercise the paths the machine takes, so a report says which ones those were."""
+    from numerics import cpu_paths
+
+    return f"CPU paths: {cpu_paths()}"
