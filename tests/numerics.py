@@ -34,9 +34,15 @@ import torch.nn.functional as F
 # between two such orders, so twice the reference's error leaves room without hiding a real bug
 # (those move outputs by 1e-3 and more).
 REORDER = 2.0
+# Two independent implementations of one function (spandrel's network and ours, a formula by hand)
+# differ in kernels too, not only in order (explicit softmax against fused attention, x*sigmoid(x)
+# against SiLU): errors of the same size, not of the same distribution, so a little more room.
+INDEPENDENT = 3.0
 # Even a correctly rounded result is off by half an ulp: budgets never go below this many ulps of
 # the reference's magnitude (max |ref| for the max error, mean |ref| for the mean error).
 ULP_FLOOR = 4
+# Float64 runs of one function by two implementations: allowed rounding-count ratio (see float64_budget).
+FLOAT64_SLACK = 64
 
 
 def unit_roundoff(dtype: torch.dtype) -> float:
@@ -103,6 +109,30 @@ def relative_budget(
         max(factor * reference.mean, floor.mean),
         f"{factor:g} x the reference path's error {reference}, floor {ULP_FLOOR} ulps",
     )
+
+
+def float64_budget(errors: list[Error], truth: torch.Tensor) -> Budget:
+    """Budget for two float64 evaluations of the same function (two implementations of one
+    network): their float32 errors against `truth`, scaled by u(float64) / u(float32) = 2^-29,
+    bound their float64 errors, up to the number of roundings, which other float64 kernels
+    (no oneDNN) may raise: FLOAT64_SLACK covers that. A real difference between the two
+    implementations (another epsilon, a missing term) is larger by orders of magnitude."""
+    ratio = unit_roundoff(torch.float64) / unit_roundoff(torch.float32)
+    floor = ulp_floor(truth, torch.float64)
+    return Budget(
+        max(FLOAT64_SLACK * ratio * max(e.max for e in errors), floor.max),
+        max(FLOAT64_SLACK * ratio * max(e.mean for e in errors), floor.mean),
+        f"{FLOAT64_SLACK} x 2^-29 x the float32 errors",
+    )
+
+
+def assert_parity(ours: torch.Tensor, theirs: torch.Tensor, truth: torch.Tensor, what: str) -> None:
+    """Two float32 implementations of one function: each is as close to the float64 `truth` as the
+    other, up to INDEPENDENT. Were the implementations different by more than rounding, one of
+    them would be far from the truth the other meets."""
+    ours_err, theirs_err = error(ours, truth), error(theirs, truth)
+    relative_budget(theirs_err, truth, INDEPENDENT).check(ours, truth, f"{what}: ours, fp32")
+    relative_budget(ours_err, truth, INDEPENDENT).check(theirs, truth, f"{what}: reference implementation, fp32")
 
 
 def elementwise_check(err: torch.Tensor, bound: torch.Tensor, what: str) -> None:
@@ -304,6 +334,14 @@ def restored(net: torch.nn.Module, crops: torch.Tensor, *, channels_last: bool =
     with torch.inference_mode():
         out = net(x)
     return (out.to(torch.promote_types(out.dtype, torch.float32)).clamp(-1, 1) + 1) / 2
+
+
+def restore_budget(net: torch.nn.Module, crops: torch.Tensor, *, channels_last: bool = False) -> tuple[Budget, torch.Tensor]:
+    """(budget, float64 truth) for restoring `crops` with `net` in some other way than one eager call
+    (compiled, in padded chunks, through a node): REORDER x the error of one eager call of `net`
+    with the same input layout, against a float64 run of the same weights."""
+    truth = restored(float64_twin(net), crops)
+    return relative_budget(error(restored(net, crops, channels_last=channels_last), truth), truth), truth
 
 
 def cpu_paths() -> str:
