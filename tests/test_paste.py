@@ -13,7 +13,6 @@ from restoreformer_node.faces.color import lab_to_rgb, match_colors, rgb_to_lab
 from restoreformer_node.faces.paste import crop_space_mask, paste_faces
 from restoreformer_node.faces.pipeline import paste_crops
 
-
 U = unit_roundoff(torch.float32)
 # A constant crop pasted, or a blend written by hand: the bilinear sample of a constant (about 3
 # roundings) and the blend region + (crop - region) x mask (about 3): 8 u of values <= 1.
