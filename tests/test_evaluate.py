@@ -139,7 +139,9 @@ def test_degrade_restore_and_report_every_metric(tmp_path, astronaut, grace_hopp
     summary = json.loads((out / "summary.json").read_text())["summary"]
     assert set(summary) == {"Input", "tiny_rf"}
     for method, entry in summary.items():
-        assert entry["FID"] is not None and entry["FID"] >= -1e-6
+        # FID >= 0; degraded and restored sets are far from the ground truth (hundreds), so no
+        # round-off of the matrix square root can bring it near 0.
+        assert entry["FID"] is not None and entry["FID"] > 0
         mean_psnr = np.mean([float(r["PSNR"]) for r in rows if r["method"] == method])
         assert entry["PSNR"] == pytest.approx(mean_psnr, abs=1e-9)
     assert "| tiny_rf |" in (out / "summary.md").read_text()

@@ -296,5 +296,7 @@ def test_sigkill_after_checkpoint_then_resume_equals_uninterrupted(faces, tmp_pa
     resumed.fit(resume=True)
     full = build(load_config(Stage1Config, data=dict(cut, run=dict(cut["run"], out_dir=str(tmp_path / "full")))))
     full.fit()
+    # Same steps, batches, states and kernels (the killed process ran one thread, as this one does):
+    # the same bits.
     for name in full.modules:
-        states_equal(full.modules[name].state_dict(), resumed.modules[name].state_dict(), 1e-6)
+        states_equal(full.modules[name].state_dict(), resumed.modules[name].state_dict(), 0.0)
