@@ -78,7 +78,7 @@ def test_landmarks_land_on_the_template():
         mx = (patch.sum(0) * u[x0 : x0 + 81]).sum() / wsum
         my = (patch.sum(1) * u[y0 : y0 + 81]).sum() / wsum
         # A geometric criterion (1/20 pixel): bilinear resampling keeps an isolated dot's centroid
-        # up to sampling effects, and float rounding moves it by ~1e-6 pixel.
+        # up to sampling effects, and float rounding moves it by orders of magnitude less.
         assert abs(mx - cx) < 0.05 and abs(my - cy) < 0.05, (k, mx, my, cx, cy)
 
 

@@ -336,7 +336,7 @@ def test_cli_compile_restores_like_the_cli_without_it(tmp_path, astronaut, grace
     for name, original in (("astronaut.png", astronaut), ("hopper.png", grace_hopper)):
         eager = np.asarray(Image.open(tmp_path / "eager" / name)).astype(int)
         compiled = np.asarray(Image.open(tmp_path / "compiled" / name)).astype(int)
-        # Float rounding (~1e-5 of the [0, 1] scale) can move a value across an 8-bit rounding
-        # boundary, never by more than one level.
+        # Float rounding (orders of magnitude below a level) can move a value across an 8-bit
+        # rounding boundary, never by more than one level.
         assert np.abs(compiled - eager).max() <= 1, name
         assert np.abs(compiled - original.astype(int)).max() > 10, name  # the face was restored

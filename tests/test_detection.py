@@ -93,7 +93,7 @@ def test_mtcnn_finds_the_one_face_with_landmarks_in_template_order(mtcnn, photo,
     assert len(faces) == 1, summarize(faces)
     face = faces.faces[0]
     # Detector criteria (confidence, crop pixels) on real photos: properties of the published
-    # MTCNN weights, which float rounding moves by ~1e-6.
+    # MTCNN weights, which float rounding moves by orders of magnitude less.
     assert face.image_index == 0 and face.score > 0.99
     assert_plausible_face(face.box, face.landmarks)
     # The similarity fit to the template is tight for a frontal face (a few crop pixels).
@@ -111,9 +111,9 @@ def test_mtcnn_batch_equals_single_images_and_mirroring_keeps_image_left_first(
     single = [small_reference, mtcnn.detect(mirrored)[0]]
     for got, want in zip(batch, single):
         assert len(got) == len(want) == 1
-        # Batching changes only the kernels' rounding: landmarks are box + width x regression,
-        # regressions of O(1) carry ~1e-6 of float32 rounding through the three networks (as this
-        # repo's networks do against float64), times boxes of ~100 px: ~1e-4 px, 1e-3 with room.
+        # Batching changes only the kernels' rounding: landmarks are box + width x regression, and
+        # O(1) regressions through three small CNNs keep float32 rounding far below 1e-5 relative;
+        # times boxes of ~100 px that is under 1e-3 px.
         torch.testing.assert_close(got.landmarks, want.landmarks, atol=1e-3, rtol=0)
     # In the mirror the person's right eye is on the image's left: the order follows the image.
     width = image.shape[2]
@@ -123,7 +123,7 @@ def test_mtcnn_batch_equals_single_images_and_mirroring_keeps_image_left_first(
     mirrored_back[:, 0] = width - 1 - flipped[:, 0]
     swap = [1, 0, 2, 4, 3]  # left/right eye and mouth corners trade places under a mirror
     # A detector criterion: MTCNN is not mirror-symmetric, so the mirror's landmarks are another
-    # answer, held to 3 px; float rounding is ~1e-4 px of that.
+    # answer, held to 3 px; float rounding is orders of magnitude below that.
     assert (mirrored_back[swap] - original).abs().max() < 3.0
 
 

@@ -62,7 +62,7 @@ def test_degradation_matches_independent_pipeline(astronaut, params):
     ref = reference_degrade(gt, params).astype(np.int16)
     diff = np.abs(ours - ref)
     # Equal but for rare rounding flips before the JPEG encoder (float vs OpenCV arithmetic): the
-    # two pipelines differ by float rounding (~1e-4 of a level), so an 8-bit value flips only next
+    # two pipelines differ by float rounding (far below a level), so an 8-bit value flips only next
     # to a half level, and JPEG's quantisation absorbs most one-level input changes. Criteria on
     # that, not tuned bounds: at most one level in 20 pixels on average, and more than 2 levels
     # (a flip that changed a JPEG block visibly) in under 1 pixel in 1000.

@@ -79,7 +79,8 @@ def test_tiny_run_learns_to_reconstruct(faces, tmp_path):
     l1 = [logs["l1"] for _, logs in trainer.history]
     assert len(l1) == 50
     # Learning criteria, not rounding bounds: the loss must fall by a fifth (a tenth once the
-    # discriminator joins). Rounding moves these averages by ~1% between vector widths.
+    # discriminator joins). Rounding moves these averages only slightly between vector widths
+    # (the tolerance review records them under AVX-512, AVX2 and no vector extension).
     first, later = sum(l1[:5]) / 5, sum(l1[35:45]) / 10
     assert later < 0.8 * first, (first, later)
     assert sum(l1[45:]) / 5 < 0.9 * first
