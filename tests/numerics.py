@@ -217,8 +217,9 @@ def winograd_bound(
 
     Y = A^T [sum_c (G g_c G^T) * (B^T d_c B)] A per 6x6 output tile (tiles from the top-left corner,
     8x8 input tiles with the zero padding). The transforms have large entries (32 in A^T, 5.25 in
-    B^T) whose products cancel, so a worst-case bound (all roundings aligned) is ~1000x the real
-    error; this is the probabilistic one (Higham and Mary 2019): roundings are independent with
+    B^T) whose products cancel, so a worst-case bound (all roundings aligned) lies orders of
+    magnitude above the real error; this is the probabilistic one (Higham and Mary 2019):
+    roundings are independent with
     mean 0 and |delta| <= u, so the error's variance is at most u^2 times the sum over roundings of
     (coefficient carrying it to the output x the magnitude rounded)^2, and the error stays within
     `confidence` standard deviations (exceeded with probability < 2 exp(-confidence^2 / 2), 5e-11
