@@ -51,7 +51,7 @@ def restore_photo() -> dict:
                 "note",
                 [X[0], -260],
                 "Restore the faces of a photo.\n\n1. Put RestoreFormer.ckpt (or RestoreFormer++.ckpt) "
-                "into models/facerestore_models and pick it in Load RestoreFormer Model.\n"
+                "into models/facerestore_models and pick it in Load Model (RestoreFormer).\n"
                 "2. Load your photo.\n3. Run. The preview shows what was detected; the mask shows "
                 "which pixels were replaced (everything else is untouched).",
             ),

@@ -21,7 +21,7 @@ class CompileModel:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": (MODEL, {"tooltip": "A RestoreFormer / RestoreFormer++ from Load RestoreFormer Model."}),
+                "model": (MODEL, {"tooltip": "A RestoreFormer / RestoreFormer++ from Load Model (RestoreFormer)."}),
                 "mode": (
                     list(COMPILE_MODES),
                     {
@@ -51,9 +51,9 @@ class CompileModel:
 
     def compile(self, model, mode: str):
         if not isinstance(model, RFModel):
-            raise ValueError("model: connect a RestoreFormer model from Load RestoreFormer Model")
+            raise ValueError("model: connect a RestoreFormer model from Load Model (RestoreFormer)")
         # A copy: the loader's cached value (shared with other branches of the graph) stays eager.
         return (dataclasses.replace(model, compile_options=CompileOptions(mode=mode)),)
 
 
-NODES = {"RestoreFormerCompileModel": (CompileModel, "Compile RestoreFormer Model (torch.compile)")}
+NODES = {"RestoreFormerCompileModel": (CompileModel, "Compile Model (RestoreFormer)")}

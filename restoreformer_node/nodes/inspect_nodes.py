@@ -15,7 +15,7 @@ from .types import FACES, MODEL
 
 UNITS = ("relative (0..1)", "crop pixels")
 
-_TIP_MODEL = "A RestoreFormer / RestoreFormer++ from Load RestoreFormer Model."
+_TIP_MODEL = "A RestoreFormer / RestoreFormer++ from Load Model (RestoreFormer)."
 _TIP_CROPS = (
     "Aligned square face crops (e.g. the crops output of Align Faces; 512x512 for the published models). "
     "When connected, image and faces are ignored."
@@ -39,7 +39,7 @@ def _face_inputs(required_help: str) -> dict:
 def _prepare_model(rf_model):
     """The network on ComfyUI's compute device (ComfyUI may offload it again later)."""
     if rf_model is None or not hasattr(rf_model, "patcher"):
-        raise ValueError("model: connect a RestoreFormer model from Load RestoreFormer Model")
+        raise ValueError("model: connect a RestoreFormer model from Load Model (RestoreFormer)")
     rf_model.load_to_device()
     return rf_model.model.eval()
 
@@ -345,8 +345,8 @@ class AttentionMap:
 
 
 NODES = {
-    "RestoreFormerDictionaryAtlas": (DictionaryAtlas, "RestoreFormer Dictionary Atlas"),
-    "RestoreFormerCodeUsage": (CodeUsage, "RestoreFormer Code Usage"),
-    "RestoreFormerCodeMap": (CodeMap, "RestoreFormer Code Map"),
-    "RestoreFormerAttentionMap": (AttentionMap, "RestoreFormer Attention Map"),
+    "RestoreFormerDictionaryAtlas": (DictionaryAtlas, "Dictionary Atlas (RestoreFormer)"),
+    "RestoreFormerCodeUsage": (CodeUsage, "Code Usage (RestoreFormer)"),
+    "RestoreFormerCodeMap": (CodeMap, "Code Map (RestoreFormer)"),
+    "RestoreFormerAttentionMap": (AttentionMap, "Attention Map (RestoreFormer)"),
 }

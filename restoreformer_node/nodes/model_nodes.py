@@ -103,4 +103,4 @@ class LoadModel:
         return (load_rf_model(path, model_name, weight_dtype),)
 
 
-NODES = {"RestoreFormerModelLoader": (LoadModel, "Load RestoreFormer Model")}
+NODES = {"RestoreFormerModelLoader": (LoadModel, "Load Model (RestoreFormer)")}

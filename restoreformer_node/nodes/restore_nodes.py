@@ -49,7 +49,7 @@ class RestoreFaces:
         return {
             "required": {
                 "image": ("IMAGE", {"tooltip": "Images (a batch or video frames); RGB, RGBA (alpha is kept) or gray."}),
-                "model": (MODEL, {"tooltip": "A RestoreFormer / RestoreFormer++ from Load RestoreFormer Model."}),
+                "model": (MODEL, {"tooltip": "A RestoreFormer / RestoreFormer++ from Load Model (RestoreFormer)."}),
                 "strength": (
                     "FLOAT",
                     {

@@ -1,4 +1,4 @@
-"""Compile RestoreFormer Model inside a real, running ComfyUI 0.3.75 (the session's shared server).
+"""Compile Model (RestoreFormer) inside a real, running ComfyUI 0.3.75 (the session's shared server).
 
 The shipped video workflow, with the compile node put between the loader and Restore Faces, as
 an artist would wire it. The model is the live tests' randomly initialised RestoreFormer of the

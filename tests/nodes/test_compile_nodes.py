@@ -1,4 +1,4 @@
-"""The Compile RestoreFormer Model node with Restore Faces, run through ComfyUI's own modules
+"""The Compile Model (RestoreFormer) node with Restore Faces, run through ComfyUI's own modules
 (folder_paths, model_management, model_patcher) in CPU mode.
 
 The network is a randomly initialised RestoreFormer at the tiny test geometry (random weights of
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 
 import pytest
 import torch
@@ -85,7 +86,7 @@ def test_compile_node_returns_a_marked_copy_and_leaves_the_loaded_model_alone(rf
     assert rf_model.compile_options is None  # the loader's cached value is shared; it stays eager
     assert compiled.patcher is rf_model.patcher and compiled.model is rf_model.model
     assert LoadModel().load("tiny_compile.safetensors")[0].compile_options is None
-    with pytest.raises(ValueError, match="Load RestoreFormer Model"):
+    with pytest.raises(ValueError, match=re.escape("Load Model (RestoreFormer)")):
         CompileModel().compile(object(), "default")
 
 
