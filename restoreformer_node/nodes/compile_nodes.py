@@ -1,9 +1,9 @@
 """Node: restore through torch.compile (the pack's counterpart of ComfyUI's TorchCompileModel).
 
 Like ComfyUI's own node, this changes nothing until the model is used: it returns a copy of the
-RF_MODEL that asks Restore Faces to run the network through torch.compile. The first restore
+RF_MODEL that asks Face Restore to run the network through torch.compile. The first restore
 compiles (about a minute); every later chunk and run of the same batch size reuses the graph.
-If compiling fails, Restore Faces says why and restores without it.
+If compiling fails, Face Restore says why and restores without it.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from .types import MODEL, RFModel
 
 
 class CompileModel:
+    SEARCH_ALIASES = ["torch.compile", "compile", "speed up"]
+
     @classmethod
     def INPUT_TYPES(cls):
         return {
@@ -37,15 +39,15 @@ class CompileModel:
     RETURN_TYPES = (MODEL,)
     RETURN_NAMES = ("model",)
     OUTPUT_TOOLTIPS = (
-        "The same network, restored through torch.compile by Restore Faces (inspection nodes run it "
+        "The same network, restored through torch.compile by Face Restore (inspection nodes run it "
         "as usual).",
     )
     FUNCTION = "compile"
     CATEGORY = CATEGORY
     DESCRIPTION = (
-        "Makes Restore Faces run the network through torch.compile (inductor). Pays when many faces "
+        "Makes Face Restore run the network through torch.compile (inductor). Pays when many faces "
         "are restored, e.g. video frames: the first run compiles for about a minute, later batches "
-        "run faster. Needs Triton on NVIDIA GPUs; without it Restore Faces warns and restores as usual. "
+        "run faster. Needs Triton on NVIDIA GPUs; without it Face Restore warns and restores as usual. "
         "On a CPU it does not compile (the uncompiled network is faster there) and the report says so."
     )
 

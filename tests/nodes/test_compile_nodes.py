@@ -1,4 +1,4 @@
-"""The Compile Model (RestoreFormer) node with Restore Faces, run through ComfyUI's own modules
+"""The Compile Model (RestoreFormer) node with Face Restore, run through ComfyUI's own modules
 (folder_paths, model_management, model_patcher) in CPU mode.
 
 The network is a randomly initialised RestoreFormer at the tiny test geometry (random weights of
