@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from helpers import live as live_fixtures
 from helpers.live_server import Events, history_error, history_messages
-from helpers.workflow_format import nodes_of_type, shipped_workflows, ui_to_api
+from helpers.workflow_format import WORKFLOW_DIR, nodes_of_type, shipped_workflows, ui_to_api
 from PIL import Image
 
 from tools.make_workflows import (
@@ -123,6 +123,10 @@ def test_workflow_templates_lists_the_shipped_workflows(live_comfyui, workflows)
         served = live_comfyui.get(f"/api/workflow_templates/{PACK}/{name}.json")
         assert served.status_code == 200
         assert served.json() == workflow
+        # The template browser shows NAME.jpg from the same folder as the card's picture.
+        thumbnail = live_comfyui.get(f"/api/workflow_templates/{PACK}/{name}.jpg")
+        assert thumbnail.status_code == 200 and thumbnail.headers["Content-Type"] == "image/jpeg"
+        assert thumbnail.content == (WORKFLOW_DIR / f"{name}.jpg").read_bytes()
 
 
 def test_every_workflow_uses_only_defined_nodes(workflows, object_info):
