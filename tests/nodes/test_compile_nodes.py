@@ -75,7 +75,8 @@ def _restore(image, model, faces):
 def test_node_is_listed_with_its_modes():
     """(Tooltips and help pages of every node: tests/nodes/test_registry_hygiene.py.)"""
     assert NODE_CLASS_MAPPINGS[NODE_ID] is CompileModel
-    assert "torch.compile" in NODE_DISPLAY_NAME_MAPPINGS[NODE_ID]
+    assert NODE_DISPLAY_NAME_MAPPINGS[NODE_ID] == "Compile Model (RestoreFormer)"
+    assert "torch.compile" in CompileModel.SEARCH_ALIASES
     spec = CompileModel.INPUT_TYPES()["required"]
     assert spec["mode"][0] == list(COMPILE_MODES) and spec["mode"][1]["default"] == "default"
 
