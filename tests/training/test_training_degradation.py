@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from helpers.training import write_face_folder
+from helpers.training_data import write_face_folder
 from PIL import Image
 
 from training.config import DataConfig, DegradationConfig, apply_degradation_preset, from_dict

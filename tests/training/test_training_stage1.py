@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import REPO as ROOT
-from helpers.training import write_face_folder
+from helpers.training_data import write_face_folder
 
 from training.config import load_config
 from training.stage1 import Stage1Config, build

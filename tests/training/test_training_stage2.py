@@ -17,7 +17,7 @@ import pytest
 import torch
 from helpers import REPO
 from helpers.ddp import Probe
-from helpers.training import write_face_folder
+from helpers.training_data import write_face_folder
 
 from restoreformer_node.model import RESTOREFORMER, RESTOREFORMER_PLUSPLUS, RestoreFormer, tiny_config
 from training.config import apply_overrides, load_config
