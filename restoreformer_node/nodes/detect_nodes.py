@@ -55,6 +55,8 @@ def detector_weights(kind: str) -> str | None:
 
 
 class LoadFaceDetector:
+    SEARCH_ALIASES = ["face detector", "load face detector", "retinaface", "mtcnn", "facexlib"]
+
     @classmethod
     def INPUT_TYPES(cls):
         return {
@@ -75,7 +77,7 @@ class LoadFaceDetector:
 
     RETURN_TYPES = (DETECTOR,)
     RETURN_NAMES = ("detector",)
-    OUTPUT_TOOLTIPS = ("A face detector for Detect Faces (and Restore Faces).",)
+    OUTPUT_TOOLTIPS = ("A face detector for Detect Faces (and Face Restore).",)
     FUNCTION = "load"
     CATEGORY = FACES_CATEGORY
     DESCRIPTION = "Chooses the face detector. RetinaFace weights are read from models/facedetection."
@@ -97,6 +99,8 @@ class LoadFaceDetector:
 
 
 class DetectFaces:
+    SEARCH_ALIASES = ["face detection", "find faces", "face bbox", "face detector"]
+
     @classmethod
     def INPUT_TYPES(cls):
         return {
@@ -168,7 +172,7 @@ class DetectFaces:
             "optional": {
                 "detector": (
                     DETECTOR,
-                    {"tooltip": "From Load Face Detector. Unconnected: MTCNN."},
+                    {"tooltip": "From Load Face Detector (RestoreFormer). Unconnected: MTCNN."},
                 ),
             },
         }
@@ -201,7 +205,7 @@ class DetectFaces:
             detector = load_detector(DEFAULT_DETECTOR, device=compute_device())
         if not isinstance(detector, FaceDetector):
             raise TypeError(
-                f"detector input: expected a face detector from Load Face Detector, got {type(detector).__name__}"
+                f"detector input: expected a face detector from Load Face Detector (RestoreFormer), got {type(detector).__name__}"
             )
         indices = parse_indices(face_index) if select == "by index" else ()
         selection = FaceSelection(select, indices, float(min_size), float(min_score), order)

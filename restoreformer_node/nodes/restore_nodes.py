@@ -44,12 +44,14 @@ def _mask_controls() -> dict:
 
 
 class RestoreFaces:
+    SEARCH_ALIASES = ["face restore", "restore face", "face restoration", "fix faces", "enhance faces", "gfpgan", "codeformer", "face detailer", "facerestore", "restoreformer"]
+
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
                 "image": ("IMAGE", {"tooltip": "Images (a batch or video frames); RGB, RGBA (alpha is kept) or gray."}),
-                "model": (MODEL, {"tooltip": "A RestoreFormer / RestoreFormer++ from Load RestoreFormer Model."}),
+                "model": (MODEL, {"tooltip": "A RestoreFormer / RestoreFormer++ from Load Model (RestoreFormer)."}),
                 "strength": (
                     "FLOAT",
                     {
@@ -71,7 +73,7 @@ class RestoreFaces:
                 "faces": (FACES, {"tooltip": "Faces from Detect Faces. When connected, no detection runs here."}),
                 "detector": (
                     DETECTOR,
-                    {"tooltip": "A detector from Load Face Detector, used when no faces are connected. "
+                    {"tooltip": "A detector from Load Face Detector (RestoreFormer), used when no faces are connected. "
                      "With neither, MTCNN is used."},
                 ),
             },
@@ -129,6 +131,8 @@ class RestoreFaces:
 
 
 class AlignFaces:
+    SEARCH_ALIASES = ["crop faces", "face crop", "face alignment", "aligned faces"]
+
     @classmethod
     def INPUT_TYPES(cls):
         return {
@@ -160,6 +164,8 @@ class AlignFaces:
 
 
 class PasteFaces:
+    SEARCH_ALIASES = ["paste back", "uncrop faces", "face paste", "blend faces"]
+
     @classmethod
     def INPUT_TYPES(cls):
         return {
@@ -192,7 +198,7 @@ class PasteFaces:
 
 
 NODES = {
-    "RestoreFormerRestoreFaces": (RestoreFaces, "Restore Faces (RestoreFormer)"),
+    "RestoreFormerRestoreFaces": (RestoreFaces, "Face Restore (RestoreFormer)"),
     "RestoreFormerAlignFaces": (AlignFaces, "Align Faces (RestoreFormer)"),
     "RestoreFormerPasteFaces": (PasteFaces, "Paste Faces (RestoreFormer)"),
 }

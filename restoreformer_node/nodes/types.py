@@ -22,10 +22,10 @@ class RFModel:
     patcher: object  # comfy.model_patcher.ModelPatcher holding the RestoreFormer
     config: RestoreFormerConfig
     name: str  # file name in facerestore_models, for messages
-    # Set by Compile RestoreFormer Model (on a copy made with dataclasses.replace): restoration runs
+    # Set by Compile Model (RestoreFormer) (on a copy made with dataclasses.replace): restoration runs
     # the network through torch.compile. Inspection nodes always run it eagerly.
     compile_options: CompileOptions | None = None
-    # What the loader had to tell (e.g. a weight_dtype it could not honour); Restore Faces reports it.
+    # What the loader had to tell (e.g. a weight_dtype it could not honour); Face Restore reports it.
     notes: tuple[str, ...] = ()
 
     @property

@@ -241,7 +241,7 @@ def test_min_size_keeps_only_big_enough_faces(collage_found):
     kept = select_faces(collage_found, FaceSelection(min_size=threshold)).kept()
     assert len(kept) == 2 and bool((kept.sizes() >= threshold).all())
     nothing = select_faces(collage_found, FaceSelection(min_size=10_000))
-    assert len(nothing.kept()) == 0 and nothing.notes == ("4 face(s) found, none passed the selection",)
+    assert len(nothing.kept()) == 0 and nothing.notes == ("4 faces found, none passed the minimum score and size",)
 
 
 def test_min_score_filters_before_indexing():

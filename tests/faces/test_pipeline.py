@@ -275,7 +275,7 @@ def test_half_precision_on_cpu_falls_back_to_fp32_and_says_so():
 
 
 def test_bf16_weights_run_natively_in_bf16_and_say_so():
-    """A network stored in bf16 (Load RestoreFormer Model's weight_dtype) runs in bf16 without
+    """A network stored in bf16 (Load Model (RestoreFormer)'s weight_dtype) runs in bf16 without
     autocast whatever precision is asked, and the pipeline says so when the request differs. The
     dictionary stays fp32, so codes are searched against the unrounded entries."""
     net = random_restoreformer()

@@ -1,4 +1,4 @@
-"""The Compile RestoreFormer Model node with Restore Faces, run through ComfyUI's own modules
+"""The Compile Model (RestoreFormer) node with Face Restore, run through ComfyUI's own modules
 (folder_paths, model_management, model_patcher) in CPU mode.
 
 The network is a randomly initialised RestoreFormer at the tiny test geometry (random weights of
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 
 import pytest
 import torch
@@ -92,7 +93,8 @@ def _check_like_eager(rf_model, images, faces, image, crops, eager_image, eager_
 def test_node_is_listed_with_its_modes():
     """(Tooltips and help pages of every node: tests/nodes/test_registry_hygiene.py.)"""
     assert NODE_CLASS_MAPPINGS[NODE_ID] is CompileModel
-    assert "torch.compile" in NODE_DISPLAY_NAME_MAPPINGS[NODE_ID]
+    assert NODE_DISPLAY_NAME_MAPPINGS[NODE_ID] == "Compile Model (RestoreFormer)"
+    assert "torch.compile" in CompileModel.SEARCH_ALIASES
     spec = CompileModel.INPUT_TYPES()["required"]
     assert spec["mode"][0] == list(COMPILE_MODES) and spec["mode"][1]["default"] == "default"
 
@@ -103,7 +105,7 @@ def test_compile_node_returns_a_marked_copy_and_leaves_the_loaded_model_alone(rf
     assert rf_model.compile_options is None  # the loader's cached value is shared; it stays eager
     assert compiled.patcher is rf_model.patcher and compiled.model is rf_model.model
     assert LoadModel().load("tiny_compile.safetensors")[0].compile_options is None
-    with pytest.raises(ValueError, match="Load RestoreFormer Model"):
+    with pytest.raises(ValueError, match=re.escape("Load Model (RestoreFormer)")):
         CompileModel().compile(object(), "default")
 
 

@@ -9,7 +9,9 @@ from the image (MTCNN, whose weights ship in its wheel), or passed as square cro
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from helpers.comfy_host import import_comfy
@@ -71,7 +73,7 @@ def test_nodes_are_registered(nodes):
     """(Tooltips and help pages of every node: tests/nodes/test_registry_hygiene.py.)"""
     classes, names = nodes[0], nodes[1]
     for node_id in NODE_IDS:
-        assert node_id in classes and names[node_id].startswith("RestoreFormer ")
+        assert node_id in classes and names[node_id].endswith(" (RestoreFormer)")
 
 
 def test_atlas_node_sizes_orders_and_cache(nodes, rf_model, crops_image):
@@ -147,16 +149,26 @@ def test_attention_node_sizes_and_units(nodes, rf_model, crops_image, photo):
     heads = rf_model.config.heads
     levels = len(rf_model.config.decoder_attn_resolutions)
     common = dict(model=rf_model, block="first", tile=64, opacity=0.65, batch_size=2)
-    maps, mask, info = run(nodes, "RestoreFormerAttentionMap", x=0.377, y=0.469, units="relative (0..1)",
-                           crops=crops_image, **common)
+    out = run(nodes, "RestoreFormerAttentionMap", x=0.377, y=0.469, units="relative (0..1)",
+              crops=crops_image, **common)
+    maps, mask, info = out["result"]
     assert maps.shape == (2, levels * 64, (heads + 1) * 64, 3)
     assert mask.shape == (2, 512, 512)
     assert info.count("query cell") == levels
+    # The node shows the first crop (the picture its x, y refer to) for the click-to-pick extension.
+    (shown,) = out["ui"][nodes[2].QUERY_CROP_UI]
+    assert shown["type"] == "temp"
+    import folder_paths
+    from PIL import Image
+
+    saved = Image.open(Path(folder_paths.get_temp_directory()) / shown["subfolder"] / shown["filename"])
+    expected = (crops_image[0] * 255).round().to(torch.uint8).numpy()
+    assert saved.size == (512, 512) and (abs(np.asarray(saved).astype(int) - expected).max() <= 1)
     in_pixels, _, _ = run(nodes, "RestoreFormerAttentionMap", x=0.377 * 512, y=0.469 * 512, units="crop pixels",
-                          crops=crops_image, **common)
+                          crops=crops_image, **common)["result"]
     assert torch.equal(in_pixels, maps)  # x 512 then / 512 is exact: the same point, the same sheet
     from_photo, _, _ = run(nodes, "RestoreFormerAttentionMap", x=0.5, y=0.5, units="relative (0..1)",
-                           image=photo, **{**common, "block": "mid"})
+                           image=photo, **{**common, "block": "mid"})["result"]
     assert from_photo.shape == (1, levels * 64, (heads + 1) * 64, 3)
     with pytest.raises(ValueError, match="outside the crop"):
         run(nodes, "RestoreFormerAttentionMap", x=700, y=10, units="crop pixels", crops=crops_image, **common)

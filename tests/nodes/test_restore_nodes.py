@@ -104,7 +104,7 @@ def test_loader_lists_the_folder_wraps_the_network_and_caches_per_file_version(m
 
 def test_loader_weight_dtype_keeps_fp32_on_the_cpu_and_the_report_says_so(model_dir):
     """weight_dtype bf16 pays on GPUs only; on this CPU host the loader keeps the fp32 network (the
-    same cached one) and Restore Faces' report tells why. The GPU branch of the decision is
+    same cached one) and Face Restore's report tells why. The GPU branch of the decision is
     runtime.plan_weight_dtype's (tests/test_pipeline.py)."""
     assert LoadModel.INPUT_TYPES()["optional"]["weight_dtype"][0] == ["fp32", "bf16"]
     _, note = plan_weight_dtype("bf16", "cpu")

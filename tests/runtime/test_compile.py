@@ -1,4 +1,4 @@
-"""Optional torch.compile for restoration (faces/compiled.py, the Compile RestoreFormer Model node,
+"""Optional torch.compile for restoration (faces/compiled.py, the Compile Model (RestoreFormer) node,
 `restore --compile`).
 
 The network is a randomly initialised RestoreFormer at the tiny test geometry (random weights of
@@ -145,7 +145,7 @@ def test_a_channels_last_input_traces_one_graph_and_restores_like_eager():
 
 
 def test_a_bf16_weights_network_compiles_with_bf16_crops_and_its_own_cache_key():
-    """Load RestoreFormer Model's weight_dtype bf16 with the Compile node: the graph gets the crops in
+    """Load Model (RestoreFormer)'s weight_dtype bf16 with the Compile node: the graph gets the crops in
     bf16 (no autocast), one graph for all chunks, the uncompiled bf16 result; an fp32 network of
     the same weights compiles separately (the cache key holds the weight dtype)."""
     from restoreformer_node.runtime.precision import cast_weights

@@ -21,6 +21,14 @@ import torch
 
 from .base import Detection, FaceDetector, finite_detection
 
+# facexlib imports cv2, which opencv-python (facexlib's requirement) and opencv-python-headless
+# (other packs') both provide, into the same folder: with both installed, removing one removes
+# cv2 for the other. Keeping exactly one works; these commands keep the headless one (README: OpenCV).
+OPENCV_FIX = (
+    "python -m pip uninstall -y opencv-python opencv-python-headless",
+    "python -m pip install opencv-python-headless",
+)
+
 RELEASE_PAGE = "https://github.com/xinntao/facexlib/releases/tag/v0.1.0"
 RELEASE_DOWNLOAD = "https://github.com/xinntao/facexlib/releases/download/v0.1.0/"
 
@@ -74,6 +82,24 @@ def read_detector_weights(path: Path, kind: str) -> dict[str, torch.Tensor]:
     return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state.items()}
 
 
+def _facexlib_retinaface():
+    """facexlib's RetinaFace network class, or one error that names the fix when facexlib (or the
+    cv2 it imports) cannot be imported."""
+    try:
+        from facexlib.detection.retinaface import RetinaFace
+    except ImportError as error:
+        fix = (
+            f"keep exactly one OpenCV wheel: `{OPENCV_FIX[0]}`, then `{OPENCV_FIX[1]}` (or opencv-python)"
+            if "cv2" in str(error)
+            else "`python -m pip install facexlib` with ComfyUI's Python"
+        )
+        raise ImportError(
+            f"RetinaFace needs facexlib, which could not be imported ({error}). Fix: {fix}. "
+            "MTCNN needs neither."
+        ) from error
+    return RetinaFace
+
+
 class RetinaFaceDetector(FaceDetector):
     name = "RetinaFace (facexlib)"
 
@@ -94,9 +120,7 @@ class RetinaFaceDetector(FaceDetector):
         if not self.weights_path.is_file():
             raise DetectorWeightsMissing(missing_weights_message(kind, [str(self.weights_path.parent)]))
         state = read_detector_weights(self.weights_path, kind)
-
-        from facexlib.detection.retinaface import RetinaFace
-
+        RetinaFace = _facexlib_retinaface()
         with warnings.catch_warnings():
             # facexlib asks torchvision for resnet50(pretrained=False): deprecated, downloads nothing.
             warnings.simplefilter("ignore", UserWarning)
