@@ -25,8 +25,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .boxes import landmarks_in_boxes
 from ..options import DEFAULT_DETECTOR
+from .boxes import landmarks_in_boxes
 from .detection import build_faces
 from .detectors import Detection, FaceDetector, as_rgb, load_detector
 from .types import Faces
