@@ -44,9 +44,8 @@ def is_face_model(descriptor: object) -> bool:
 
 
 class SpandrelFaceModel(torch.nn.Module):
-    """A spandrel face model as `model(x)`: x [n, 3, 512, 512] in [-1, 1] -> the same."""
-
-    crop_size = FACE_SIZE
+    """A spandrel face model as `model(x)`: x [n, 3, S, S] in [-1, 1] -> the same (S = crop_size,
+    512 for every model spandrel loads)."""
 
     def __init__(self, descriptor: object, fidelity: float = DEFAULT_FIDELITY):
         super().__init__()
@@ -55,6 +54,9 @@ class SpandrelFaceModel(torch.nn.Module):
             raise FaceModelError(f"codeformer_fidelity must be in [0, 1], got {fidelity}")
         self.net = descriptor.model
         self.architecture = architecture_id(descriptor)
+        # RestoreFormer records its resolution (spandrel's loader builds 512); the others are 512 by design
+        hyper = getattr(self.net, "hyperparameters", None) or {}
+        self.crop_size = int(hyper.get("resolution", FACE_SIZE)) if self.architecture == "RestoreFormer" else FACE_SIZE
         self.fidelity = float(fidelity)
         # spandrel marks which of these networks are unsafe in fp16 (GFPGAN, CodeFormer, RestoreFormer)
         self.supports_half = bool(getattr(descriptor, "supports_half", False))
@@ -92,6 +94,3 @@ def check_face_model(descriptor: object) -> None:
             f"scale {getattr(descriptor, 'scale', '?')}; only RGB face models of scale 1 restore "
             f"{FACE_SIZE}x{FACE_SIZE} faces"
         )
-    resolution = getattr(descriptor.model, "resolution", FACE_SIZE)  # RestoreFormer records it
-    if arch == "RestoreFormer" and resolution != FACE_SIZE:
-        raise FaceModelError(f"model: this RestoreFormer is built for {resolution}px faces, not {FACE_SIZE}")
