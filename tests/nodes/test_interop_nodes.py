@@ -126,9 +126,9 @@ class StandInBBoxDetector:
         self.box, self.calls = box, 0
 
     def detect(self, image, threshold, dilation, crop_factor, drop_size=1, detailer_hook=None):
-        from restoreformer_node.faces.segs import SEG, crop_region
-
         import numpy as np
+
+        from restoreformer_node.faces.segs import SEG, crop_region
 
         self.calls += 1
         _, H, W, _ = image.shape
