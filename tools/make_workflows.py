@@ -30,6 +30,11 @@ ATLAS = "RestoreFormerDictionaryAtlas"
 USAGE = "RestoreFormerCodeUsage"
 CODE_MAP = "RestoreFormerCodeMap"
 ATTENTION = "RestoreFormerAttentionMap"
+FACES_TO_SEGS = "RestoreFormerFacesToSEGS"
+SEGS_TO_FACES = "RestoreFormerSEGSToFaces"
+# ComfyUI's core loader for spandrel models (models/upscale_models) and a common 2x upscaler's file.
+LOAD_UPSCALER = "UpscaleModelLoader"
+DEFAULT_UPSCALER = "RealESRGAN_x2plus.pth"
 
 # The file name users get from the RestoreFormer release, in models/facerestore_models.
 DEFAULT_MODEL = "RestoreFormer.ckpt"
@@ -243,12 +248,54 @@ def edit_aligned_faces() -> dict:
     }
 
 
+def segs_and_upscale() -> dict:
+    """Faces through Impact Pack's SEGS and back, then restored into a 2x upscaled image: the pack
+    as one step of an Impact / upscale graph (runs without Impact Pack installed)."""
+    return {
+        "nodes": [
+            _note(
+                "note",
+                [X[0], -260],
+                "Faces as Impact Pack SEGS, restored in an upscaled image.\n\n1. Put an upscaler (e.g. "
+                "RealESRGAN_x2plus.pth) into models/upscale_models and RestoreFormer.ckpt into "
+                "models/facerestore_models.\n2. Load your photo and run: the photo is upscaled first, "
+                "then the faces are restored at the new size.\n\nWith Impact Pack, any SEGS work here: "
+                "replace Detect Faces + Faces to SEGS with BBOX Detector (SEGS) and a YOLO face model, or "
+                "send the SEGS through Impact's SEGS filters first.",
+            ),
+            {"key": "image", "type": "LoadImage", "pos": [X[0], 0], "widgets": {"image": DEFAULT_IMAGE}},
+            {"key": "detect", "type": DETECT, "pos": [X[1], 0]},
+            {"key": "to_segs", "type": FACES_TO_SEGS, "pos": [X[2], -260], "widgets": {"crop_factor": 3.0}},
+            {"key": "from_segs", "type": SEGS_TO_FACES, "pos": [X[2], -60]},
+            {"key": "upscaler", "type": LOAD_UPSCALER, "pos": [X[2], 200], "widgets": {"model_name": DEFAULT_UPSCALER}},
+            {"key": "model", "type": LOAD_MODEL, "pos": [X[2], 340], "widgets": {"model_name": DEFAULT_MODEL}},
+            {"key": "restore", "type": RESTORE, "pos": [X[3], 0]},
+            {"key": "save", "type": "SaveImage", "pos": [X[4], 0], "widgets": {"filename_prefix": "restoreformer/upscaled"}},
+            {"key": "report", "type": "PreviewAny", "pos": [X[4], 420], "title": "What was done"},
+        ],
+        "links": [
+            ("image", "IMAGE", "detect", "images"),
+            ("image", "IMAGE", "to_segs", "image"),
+            ("detect", "faces", "to_segs", "faces"),
+            ("image", "IMAGE", "from_segs", "image"),
+            ("to_segs", "segs", "from_segs", "segs"),
+            ("image", "IMAGE", "restore", "image"),
+            ("model", 0, "restore", "model"),
+            ("from_segs", "faces", "restore", "faces"),
+            ("upscaler", 0, "restore", "upscale_model"),
+            ("restore", "image", "save", "images"),
+            ("restore", "report", "report", "source"),
+        ],
+    }
+
+
 SPECS = {
     "restore_faces_in_a_photo": restore_photo,
     "txt2img_then_restore_faces": diffusion_chain,
     "restore_video_frames": video_frames,
     "inspect_the_dictionary": inspect_dictionary,
     "edit_faces_between_align_and_paste": edit_aligned_faces,
+    "restore_segs_in_an_upscaled_image": segs_and_upscale,
 }
 
 

@@ -18,13 +18,14 @@ from helpers import browser
 from helpers import live as live_fixtures
 from helpers.workflow_format import nodes_of_type, shipped_workflows, ui_to_api
 
-from tools.make_workflows import LOAD_MODEL
+from tools.make_workflows import LOAD_MODEL, LOAD_UPSCALER
 
 pytestmark = pytest.mark.slow
 
 live_comfyui = live_fixtures.live_comfyui
 live_model = live_fixtures.live_model
 input_photos = live_fixtures.input_photos
+live_upscaler = live_fixtures.live_upscaler
 
 # Workflows that cannot run here and why (they are loaded, checked and photographed all the same).
 NOT_RUNNABLE = {"txt2img_then_restore_faces": "needs a diffusion checkpoint"}
@@ -42,7 +43,7 @@ def page(live_comfyui):
 
 
 @pytest.mark.parametrize("name", sorted(shipped_workflows()))
-def test_workflow_in_the_browser(name, page, live_comfyui, live_model, input_photos):
+def test_workflow_in_the_browser(name, page, live_comfyui, live_model, live_upscaler, input_photos):
     workflow = shipped_workflows()[name]
     missing = browser.load_workflow(page, workflow)
     assert missing == [], f"the frontend lacks node types {missing}"
@@ -52,6 +53,8 @@ def test_workflow_in_the_browser(name, page, live_comfyui, live_model, input_pho
         browser.set_widget(page, int(node_id), "model_name", live_model)
     for node_id in nodes_of_type(workflow, "LoadImage"):
         browser.set_widget(page, int(node_id), "image", input_photos["astronaut"])
+    for node_id in nodes_of_type(workflow, LOAD_UPSCALER):
+        browser.set_widget(page, int(node_id), "model_name", live_upscaler)
 
     # The frontend's conversion and the tests' converter agree on every input.
     frontend = browser.graph_to_prompt(page)
