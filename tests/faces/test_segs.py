@@ -20,7 +20,7 @@ import pytest
 import torch
 from helpers.detection import image_batch, network_blocked
 
-from restoreformer_node.faces.detection import FaceSelection, find_faces, load_detector
+from restoreformer_node.faces.detection import FaceSelection, find_faces
 from restoreformer_node.faces.segs import (
     SEG_FIELDS,
     BoxDetector,
@@ -41,11 +41,6 @@ LANDMARK_TOLERANCE = 0.08
 def no_network():
     with network_blocked():
         yield
-
-
-@pytest.fixture(scope="module")
-def mtcnn():
-    return load_detector("mtcnn")
 
 
 @pytest.fixture(scope="module")

@@ -34,31 +34,32 @@ def write_compact(path: Path, scale: int = 2, num_conv: int = 4, seed: int = 0) 
     return path
 
 
-def restoreformer_descriptor(twin: torch.nn.Module) -> ImageModelDescriptor:
-    """spandrel's RestoreFormer network (e.g. restoreformer_node.testing.spandrel_twin) in the
-    descriptor spandrel's RestoreFormerArch.load builds."""
-    from spandrel.architectures.RestoreFormer import RestoreFormerArch
-
+def face_descriptor(net: torch.nn.Module, architecture, size_requirements: SizeRequirements) -> ImageModelDescriptor:
+    """A face network in the descriptor its spandrel architecture's `load` builds (FaceSR, scale 1,
+    RGB, not fp16-safe)."""
     return ImageModelDescriptor(
-        twin.eval(), twin.state_dict(), architecture=RestoreFormerArch(), purpose="FaceSR", tags=[],
+        net.eval(), net.state_dict(), architecture=architecture, purpose="FaceSR", tags=[],
         supports_half=False, supports_bfloat16=True, scale=1, input_channels=3, output_channels=3,
-        size_requirements=SizeRequirements(multiple_of=32),
+        size_requirements=size_requirements,
     )
 
 
+def restoreformer_descriptor(twin: torch.nn.Module) -> ImageModelDescriptor:
+    """spandrel's RestoreFormer network (e.g. restoreformer_node.testing.spandrel_twin) as spandrel wraps it."""
+    from spandrel.architectures.RestoreFormer import RestoreFormerArch
+
+    return face_descriptor(twin, RestoreFormerArch(), SizeRequirements(multiple_of=32))
+
+
 def small_gfpgan(seed: int = 0) -> ImageModelDescriptor:
-    """GFPGANv1Clean at 512 px with narrow channels, in the descriptor GFPGANArch.load builds."""
+    """GFPGANv1Clean at 512 px with narrow channels, as spandrel's GFPGANArch wraps it."""
     from spandrel.architectures.GFPGAN import GFPGANArch
     from spandrel.architectures.GFPGAN.__arch.gfpganv1_clean_arch import GFPGANv1Clean
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = GFPGANv1Clean(out_size=512, num_style_feat=64, channel_multiplier=1, narrow=0.125, num_mlp=2)
-    return ImageModelDescriptor(
-        net.eval(), net.state_dict(), architecture=GFPGANArch(), purpose="FaceSR", tags=[],
-        supports_half=False, supports_bfloat16=True, scale=1, input_channels=3, output_channels=3,
-        size_requirements=SizeRequirements(minimum=512),
-    )
+    return face_descriptor(net, GFPGANArch(), SizeRequirements(minimum=512))
 
 
 def small_codeformer(seed: int = 0) -> ImageModelDescriptor:
@@ -68,8 +69,4 @@ def small_codeformer(seed: int = 0) -> ImageModelDescriptor:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = CodeFormer(dim_embd=64, n_head=4, n_layers=1, codebook_size=64)
-    return ImageModelDescriptor(
-        net.eval(), net.state_dict(), architecture=CodeFormerArch(), purpose="FaceSR", tags=[],
-        supports_half=False, supports_bfloat16=True, scale=1, input_channels=3, output_channels=3,
-        size_requirements=SizeRequirements(multiple_of=512, square=True),
-    )
+    return face_descriptor(net, CodeFormerArch(), SizeRequirements(multiple_of=512, square=True))
