@@ -93,8 +93,11 @@ class Upscaled:
     note: str  # one line for the report
 
 
-def upscale_rgb(descriptor, rgb: torch.Tensor, scale: int, tile: int, overlap: int, progress, done: list) -> torch.Tensor:
-    """One image [3, H, W] (on the model's device and dtype) -> [3, sH, sW] float32 on the CPU."""
+def upscale_rgb(
+    descriptor, rgb: torch.Tensor, scale: int, tile: int, overlap: int, on_tile: Callable[[], None] | None = None
+) -> torch.Tensor:
+    """One image [3, H, W] (on the model's device and dtype) -> [3, sH, sW] float32 on the CPU;
+    on_tile() after every tile."""
     _, H, W = rgb.shape
     ys, xs = tile_starts(H, tile, overlap), tile_starts(W, tile, overlap)
     out = torch.zeros(3, H * scale, W * scale, dtype=torch.float32)
@@ -109,9 +112,8 @@ def upscale_rgb(descriptor, rgb: torch.Tensor, scale: int, tile: int, overlap: i
             weight = (wy[:, None] * wx[None, :])[None]
             out[:, y * scale : y * scale + h, x * scale : x * scale + w] += result * weight
             total[:, y * scale : y * scale + h, x * scale : x * scale + w] += weight
-            done[0] += 1
-            if progress is not None:
-                progress(done[0], done[1])
+            if on_tile is not None:
+                on_tile()
     return out / total
 
 
@@ -136,13 +138,20 @@ def upscale_images(
     colour = 1 if C in (1, 2) else 3
     while True:
         count = len(tile_starts(H, tile, overlap)) * len(tile_starts(W, tile, overlap))
-        done = [0, count * B]
+        done = 0
+
+        def on_tile(total: int = count * B) -> None:
+            nonlocal done
+            done += 1
+            if progress is not None:
+                progress(done, total)
+
         try:
             frames = []
             for b in range(B):
                 rgb = images[b, :, :, :colour].permute(2, 0, 1).to(device, dtype)
                 rgb = rgb.expand(3, -1, -1) if colour == 1 else rgb
-                frames.append(upscale_rgb(descriptor, rgb, scale, tile, overlap, progress, done))
+                frames.append(upscale_rgb(descriptor, rgb, scale, tile, overlap, on_tile))
             break
         except torch.OutOfMemoryError:
             if tile // 2 < max(MIN_TILE, 2 * overlap + 1):
