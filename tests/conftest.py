@@ -30,6 +30,14 @@ def grace_hopper() -> np.ndarray:
         return np.asarray(Image.open(f).convert("RGB"))
 
 
+@pytest.fixture(scope="session")
+def mtcnn():
+    """The default face detector (MTCNN: its weights ship in the facenet-pytorch wheel)."""
+    from restoreformer_node.faces.detection import load_detector
+
+    return load_detector("mtcnn")
+
+
 @contextmanager
 def _intra_op_threads(count: int):
     before = torch.get_num_threads()

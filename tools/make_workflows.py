@@ -43,6 +43,11 @@ ATLAS = "RestoreFormerDictionaryAtlas"
 USAGE = "RestoreFormerCodeUsage"
 CODE_MAP = "RestoreFormerCodeMap"
 ATTENTION = "RestoreFormerAttentionMap"
+FACES_TO_SEGS = "RestoreFormerFacesToSEGS"
+SEGS_TO_FACES = "RestoreFormerSEGSToFaces"
+# ComfyUI's core loader for spandrel models (models/upscale_models) and a common 2x upscaler's file.
+LOAD_UPSCALER = "UpscaleModelLoader"
+DEFAULT_UPSCALER = "RealESRGAN_x2plus.pth"
 
 # Every ComfyUI install has this file in input/; users pick their own photo.
 DEFAULT_IMAGE = "example.png"
@@ -69,12 +74,19 @@ SD15 = ModelFile(
     "https://huggingface.co/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/v1-5-pruned-emaonly-fp16.safetensors",
     "checkpoints",
 )
-MODEL_FILES = (RESTOREFORMER, RESTOREFORMER_PP, SD15)
+# An upscaler many users have, from its official release.
+REALESRGAN_X2 = ModelFile(
+    DEFAULT_UPSCALER,
+    "https://github.com/xinntao/Real-ESRGAN/releases/download/v0.2.1/RealESRGAN_x2plus.pth",
+    "upscale_models",
+)
+MODEL_FILES = (RESTOREFORMER, RESTOREFORMER_PP, SD15, REALESRGAN_X2)
 
 # Which widget of a loader names its file, and the models/ folder it lists.
 LOADERS = {
     LOAD_MODEL: ("model_name", "facerestore_models"),
     "CheckpointLoaderSimple": ("ckpt_name", "checkpoints"),
+    LOAD_UPSCALER: ("model_name", "upscale_models"),
 }
 
 # The Comfy Registry id of core nodes (the frontend installs no pack for them).
@@ -317,6 +329,47 @@ def edit_aligned_faces() -> dict:
     }
 
 
+def segs_and_upscale() -> dict:
+    """Faces through Impact Pack's SEGS and back, then restored into a 2x upscaled image: the pack
+    as one step of an Impact / upscale graph (runs without Impact Pack installed)."""
+    return {
+        "nodes": [
+            _note(
+                "note",
+                [X[0], -260],
+                "Faces as Impact Pack SEGS, restored in an upscaled image.\n\n1. Put an upscaler (e.g. "
+                "RealESRGAN_x2plus.pth) into models/upscale_models and RestoreFormer.ckpt into "
+                "models/facerestore_models.\n2. Load your photo and run: the photo is upscaled first, "
+                "then the faces are restored at the new size.\n\nWith Impact Pack, any SEGS work here: "
+                "replace Detect Faces + Faces to SEGS with BBOX Detector (SEGS) and a YOLO face model, or "
+                "send the SEGS through Impact's SEGS filters first.",
+            ),
+            {"key": "image", "type": "LoadImage", "pos": [X[0], 0], "widgets": {"image": DEFAULT_IMAGE}},
+            {"key": "detect", "type": DETECT, "pos": [X[1], 0]},
+            {"key": "to_segs", "type": FACES_TO_SEGS, "pos": [X[2], -260], "widgets": {"crop_factor": 3.0}},
+            {"key": "from_segs", "type": SEGS_TO_FACES, "pos": [X[2], -60]},
+            {"key": "upscaler", "type": LOAD_UPSCALER, "pos": [X[2], 200], "widgets": {"model_name": DEFAULT_UPSCALER}},
+            _model([X[2], 340]),
+            {"key": "restore", "type": RESTORE, "pos": [X[3], 0]},
+            {"key": "save", "type": "SaveImage", "pos": [X[4], 0], "widgets": {"filename_prefix": "restoreformer/upscaled"}},
+            {"key": "report", "type": "PreviewAny", "pos": [X[4], 420], "title": "What was done"},
+        ],
+        "links": [
+            ("image", "IMAGE", "detect", "images"),
+            ("image", "IMAGE", "to_segs", "image"),
+            ("detect", "faces", "to_segs", "faces"),
+            ("image", "IMAGE", "from_segs", "image"),
+            ("to_segs", "segs", "from_segs", "segs"),
+            ("image", "IMAGE", "restore", "image"),
+            ("model", 0, "restore", "model"),
+            ("from_segs", "faces", "restore", "faces"),
+            ("upscaler", 0, "restore", "upscale_model"),
+            ("restore", "image", "save", "images"),
+            ("restore", "report", "report", "source"),
+        ],
+    }
+
+
 @dataclass(frozen=True)
 class Workflow:
     graph: Callable[[], dict]  # nodes and links, as browser.build_workflow takes them
@@ -331,12 +384,14 @@ TXT2IMG = "Generate a portrait, then restore its faces"
 VIDEO = "Restore faces in video frames"
 INSPECT = "Inspect the learned dictionary"
 EDIT = "Edit faces between Align and Paste"
+SEGS = "Restore faces through Impact Pack SEGS in an upscaled image"
 WORKFLOWS: dict[str, Workflow] = {
     PHOTO: Workflow(restore_photo, RF_WEIGHTS),
     TXT2IMG: Workflow(diffusion_chain, (SD15, *RF_WEIGHTS)),
     VIDEO: Workflow(video_frames, RF_WEIGHTS),
     INSPECT: Workflow(inspect_dictionary, RF_WEIGHTS),
     EDIT: Workflow(edit_aligned_faces),
+    SEGS: Workflow(segs_and_upscale, (*RF_WEIGHTS, REALESRGAN_X2)),
 }
 
 

@@ -14,6 +14,8 @@ _MODULES: list[str] = [
     "model_nodes",
     "compile_nodes",
     "detect_nodes",
+    "parsing_nodes",
+    "segs_nodes",
     "restore_nodes",
     "inspect_nodes",
 ]

@@ -20,6 +20,8 @@ NOTICE_EVENT = "restoreformer.notice"  # shown as a toast by web/js/restoreforme
 # (not "images": the frontend's own preview would draw it a second time).
 QUERY_CROP_UI = "rf_query_crop"
 
+DETECTOR_FOLDER = "facedetection"  # where face packs keep facexlib's files (detectors, parsers)
+
 
 def register_models_folder(name: str) -> None:
     """Make ComfyUI know models/<name> (kept as is when another pack or extra_model_paths.yaml
@@ -33,6 +35,28 @@ def register_models_folder(name: str) -> None:
             [os.path.join(folder_paths.models_dir, name)],
             folder_paths.supported_pt_extensions,
         )
+
+
+def load_spandrel_model(descriptor, memory_required: int = 0) -> torch.device:
+    """Put a spandrel model (UPSCALE_MODEL) on ComfyUI's compute device, as the core upscale node
+    does: through its patcher where newer ComfyUI attaches one, else freeing memory and moving it."""
+    import comfy.model_management as mm
+
+    patcher = getattr(descriptor, "patcher", None)
+    if patcher is not None:
+        mm.load_models_gpu([patcher], memory_required=memory_required, force_full_load=True)
+        device = patcher.load_device
+    else:
+        device = mm.get_torch_device()
+        mm.free_memory(mm.module_size(descriptor.model) + memory_required, device)
+    descriptor.to(device)
+    return torch.device(device)
+
+
+def release_spandrel_model(descriptor) -> None:
+    """Back to the CPU after use when ComfyUI does not manage it (what the core upscale node does)."""
+    if getattr(descriptor, "patcher", None) is None:
+        descriptor.to("cpu")
 
 
 def check_image(image: torch.Tensor, name: str = "image") -> torch.Tensor:

@@ -35,11 +35,6 @@ def no_network():
 
 
 @pytest.fixture(scope="module")
-def mtcnn():
-    return load_detector("mtcnn")
-
-
-@pytest.fixture(scope="module")
 def small_astronaut(astronaut) -> torch.Tensor:
     """[1, 256, 256, 3]: the astronaut at half size (face ~55 px), for the cheaper checks."""
     image = image_batch(astronaut).permute(0, 3, 1, 2)

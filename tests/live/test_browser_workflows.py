@@ -21,13 +21,14 @@ from helpers import browser
 from helpers import live as live_fixtures
 from helpers.workflow_format import nodes_of_type, shipped_workflows, ui_to_api, widget_names
 
-from tools.make_workflows import ATTENTION, INSPECT, LOAD_MODEL, LOADERS, PHOTO, TXT2IMG
+from tools.make_workflows import ATTENTION, INSPECT, LOAD_MODEL, LOAD_UPSCALER, LOADERS, PHOTO, TXT2IMG
 
 pytestmark = pytest.mark.slow
 
 live_comfyui = live_fixtures.live_comfyui
 live_model = live_fixtures.live_model
 input_photos = live_fixtures.input_photos
+live_upscaler = live_fixtures.live_upscaler
 
 # Workflows that cannot run here and why (they are loaded, checked and photographed all the same).
 NOT_RUNNABLE = {TXT2IMG: "needs a diffusion checkpoint"}
@@ -70,12 +71,15 @@ def declared_urls(workflow: dict) -> dict[tuple[str, str], str]:
     }
 
 
-def pick_test_files(page, workflow: dict, live_model: str, input_photos: dict) -> None:
+def pick_test_files(page, workflow: dict, live_model: str, input_photos: dict, live_upscaler: str = "") -> None:
     """Choose the test model and photo in the widgets, as a user would."""
     for node_id in nodes_of_type(workflow, LOAD_MODEL):
         browser.set_widget(page, int(node_id), "model_name", live_model)
     for node_id in nodes_of_type(workflow, "LoadImage"):
         browser.set_widget(page, int(node_id), "image", input_photos["astronaut"])
+    for node_id in nodes_of_type(workflow, LOAD_UPSCALER):
+        assert live_upscaler, "this workflow needs the live_upscaler fixture"
+        browser.set_widget(page, int(node_id), "model_name", live_upscaler)
 
 
 def image_nodes(workflow: dict) -> list[int]:
@@ -83,7 +87,7 @@ def image_nodes(workflow: dict) -> list[int]:
 
 
 @pytest.mark.parametrize("name", sorted(shipped_workflows()))
-def test_workflow_in_the_browser(name, page, live_comfyui, object_info, live_model, input_photos):
+def test_workflow_in_the_browser(name, page, live_comfyui, object_info, live_model, live_upscaler, input_photos):
     workflow = shipped_workflows()[name]
     missing = browser.load_workflow(page, workflow, close=False)
     assert missing == [], f"the frontend lacks node types {missing}"
@@ -101,7 +105,7 @@ def test_workflow_in_the_browser(name, page, live_comfyui, object_info, live_mod
         if entry["url"].startswith("https://huggingface.co/") and entry["name"].endswith(".safetensors"):
             assert entry["error"] is None, f"the frontend does not offer the download: {entry}"
 
-    pick_test_files(page, workflow, live_model, input_photos)
+    pick_test_files(page, workflow, live_model, input_photos, live_upscaler)
     # The frontend's conversion and the tests' converter agree on every input.
     frontend = browser.graph_to_prompt(page)
     ours = ui_to_api(page.evaluate("() => JSON.parse(JSON.stringify(window.app.graph.serialize()))"), object_info)
