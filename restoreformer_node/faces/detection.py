@@ -148,8 +148,8 @@ def choose_faces(
     else:
         chosen = list(dict.fromkeys(i % count for i in selection.indices if -count <= i < count))
         missing = [i for i in selection.indices if not -count <= i < count]
-        if missing:
-            notes.append(f"face index {', '.join(map(str, missing))} not found ({count} faces)")
+        if missing and count:  # with no candidate at all, the note below (or the no-face line) says it
+            notes.append(f"face index {', '.join(map(str, missing))} not found ({_faces(count)})")
     return tuple(chosen), notes
 
 
@@ -158,8 +158,9 @@ def select_faces(found: Detection, selection: FaceSelection) -> ImageSelection:
     total = len(found)
     ordered = order_faces(filter_faces(found, selection), selection.order)
     chosen, notes = choose_faces(ordered, selection)
-    if total and not chosen:
-        notes.append(f"{total} face(s) found, none passed the selection")
+    # One note per image, none that only repeats "no face found": the report's no-face line says that.
+    if total and not len(ordered):
+        notes.append(f"{_faces(total)} found, none passed the minimum score and size")
     return ImageSelection(ordered, chosen, total, tuple(notes))
 
 
@@ -187,15 +188,16 @@ def select_sequence(
     Returns one ImageSelection per frame (its `ordered` faces carry their track numbers, which are
     positions in the tracks' order) and notes naming the frames filled by interpolation.
     """
-    tracks = track_faces([filter_faces(found, selection) for found in detections], tracking.max_gap)
+    candidates = [filter_faces(found, selection) for found in detections]
+    tracks = track_faces(candidates, tracking.max_gap)
     tracks = [smooth_track(t, tracking.smoothing) for t in order_tracks(tracks, selection.order)]
     track_sizes = torch.stack([t.sizes()[t.detected].median() for t in tracks]) if tracks else torch.zeros(0)
     per_frame = []
     for frame, found in enumerate(detections):
         present, ordered = faces_in_frame(tracks, frame)
         chosen, notes = choose_faces(ordered, selection, track_sizes[present] if present else None)
-        if len(found) and not chosen:
-            notes.append(f"{len(found)} face(s) found, none passed the selection")
+        if len(found) and not len(candidates[frame]) and not chosen:
+            notes.append(f"{_faces(len(found))} found, none passed the minimum score and size")
         per_frame.append(ImageSelection(ordered, chosen, len(found), tuple(notes)))
     notes = [f"{len(tracks)} face track{'s' if len(tracks) != 1 else ''} through {len(detections)} frames"]
     for number, track in enumerate(tracks):
@@ -204,6 +206,10 @@ def select_sequence(
             listed = ", ".join(map(str, filled[:20])) + (" ..." if len(filled) > 20 else "")
             notes.append(f"track {number}: missed in image(s) {listed}, filled by interpolation")
     return per_frame, notes
+
+
+def _faces(count: int) -> str:
+    return f"{count} face{'s' if count != 1 else ''}"
 
 
 def build_faces(
@@ -283,7 +289,7 @@ def find_faces_detailed(
     notes: list[str] = []
     if min(height, width) < MIN_IMAGE_SIDE:
         notes.append(
-            f"image {width}x{height} is smaller than {MIN_IMAGE_SIDE} px on a side: no face looked for"
+            f"image {width}x{height} is smaller than {MIN_IMAGE_SIDE} px on a side: too small to search for faces"
         )
     elif max(height, width) > max_side:
         det_h, det_w = detection_size(height, width, max_side)
@@ -325,7 +331,7 @@ def faces_or_detect(
         return faces, notes
     if detector is None:
         detector = load_detector(DEFAULT_DETECTOR, device=device)
-        notes.append(f"no faces or detector connected: detected with {DEFAULT_DETECTOR.upper()}")
+        notes.append(f"neither faces nor a detector connected: detected with {DEFAULT_DETECTOR.upper()}")
     return find_faces(detector, images, progress=progress), notes
 
 

@@ -8,7 +8,6 @@ from ..faces.detection import (
     DEFAULT_MAX_SIDE,
     MIN_IMAGE_SIDE,
     DetectorWeightsMissing,
-    FaceDetector,
     FaceSelection,
     TrackingOptions,
     find_faces_detailed,
@@ -20,6 +19,7 @@ from ..faces.detection import (
     weight_file_name,
 )
 from ..faces.preview import draw_detections
+from ..faces.segs import as_face_detector
 from ..options import (
     DEFAULT_DETECTOR,
     DEFAULT_TRACK_GAP,
@@ -28,10 +28,8 @@ from ..options import (
     FACE_ORDERS,
     FACE_SELECT_MODES,
 )
-from .common import FACES_CATEGORY, Progress, compute_device, register_models_folder
-from .types import DETECTOR, FACES
-
-DETECTOR_FOLDER = "facedetection"  # the folder name other face packs use for facexlib's files
+from .common import DETECTOR_FOLDER, FACES_CATEGORY, Progress, compute_device, register_models_folder
+from .types import DETECTOR, DETECTOR_OR_BBOX, FACES
 
 
 def register_detector_folder() -> None:
@@ -63,6 +61,8 @@ def detector_weights(kind: str) -> str | None:
 
 
 class LoadFaceDetector:
+    SEARCH_ALIASES = ["face detector", "load face detector", "retinaface", "mtcnn", "facexlib"]
+
     @classmethod
     def INPUT_TYPES(cls):
         return {
@@ -83,7 +83,7 @@ class LoadFaceDetector:
 
     RETURN_TYPES = (DETECTOR,)
     RETURN_NAMES = ("detector",)
-    OUTPUT_TOOLTIPS = ("A face detector for Detect Faces (and Restore Faces).",)
+    OUTPUT_TOOLTIPS = ("A face detector for Detect Faces (and Face Restore).",)
     FUNCTION = "load"
     CATEGORY = FACES_CATEGORY
     DESCRIPTION = "Chooses the face detector. RetinaFace weights are read from models/facedetection."
@@ -105,6 +105,8 @@ class LoadFaceDetector:
 
 
 class DetectFaces:
+    SEARCH_ALIASES = ["face detection", "find faces", "face bbox", "face detector"]
+
     @classmethod
     def INPUT_TYPES(cls):
         return {
@@ -175,8 +177,10 @@ class DetectFaces:
             },
             "optional": {
                 "detector": (
-                    DETECTOR,
-                    {"tooltip": "From Load Face Detector. Unconnected: MTCNN."},
+                    DETECTOR_OR_BBOX,
+                    {"tooltip": "From Load Face Detector (RestoreFormer), or an Impact Pack BBOX_DETECTOR (e.g. a YOLO face "
+                     "model from UltralyticsDetectorProvider): it finds the boxes (threshold 0.5) and MTCNN "
+                     "finds the landmarks inside each. Unconnected: MTCNN."},
                 ),
                 "video_smoothing": (
                     "FLOAT",
@@ -231,16 +235,13 @@ class DetectFaces:
         min_size: int,
         min_score: float,
         max_side: int,
-        detector: FaceDetector | None = None,
+        detector=None,
         video_smoothing: float = 0.0,
         max_gap: int = DEFAULT_TRACK_GAP,
     ):
         if detector is None:
             detector = load_detector(DEFAULT_DETECTOR, device=compute_device())
-        if not isinstance(detector, FaceDetector):
-            raise TypeError(
-                f"detector input: expected a face detector from Load Face Detector, got {type(detector).__name__}"
-            )
+        detector = as_face_detector(detector, compute_device())
         indices = parse_indices(face_index) if select == "by index" else ()
         selection = FaceSelection(select, indices, float(min_size), float(min_score), order)
         tracking = TrackingOptions(float(video_smoothing), int(max_gap)) if video_smoothing > 0 else None
