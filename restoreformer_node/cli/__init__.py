@@ -61,12 +61,16 @@ def tune_cpu_runtime() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a subcommand. Exit status: 0 done, 1 some files (or faces) failed while the rest were
+    done, 2 bad arguments or input refused before any work (one line on stderr, nothing written)."""
     tune_cpu_runtime()
     args = build_parser().parse_args(argv)
     from ..weights import WeightLoadError
+    from .arguments import UsageError
+    from .outputs import OutputError
 
     try:
         return int(args.func(args) or 0)
-    except WeightLoadError as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (UsageError, WeightLoadError, OutputError) as error:
+        print("error: " + " ".join(str(error).split("\n")), file=sys.stderr)
         return 2

@@ -122,7 +122,7 @@ class RestoreFaces:
         # What the loader could not honour, and how the faces were found.
         report = result.report.with_notes(*getattr(model, "notes", ()), *notes)
         text = "\n".join(report.lines(model.name))
-        if report.no_face_line:  # images left unchanged: worth a notice, not only a line in the report
+        if report.no_face_line or report.failed_faces:  # faces left unrestored: worth a notice, not only a line
             notify(text)
         crops = to_image(result.crops) if n else placeholder_image(config.resolution)
         return (to_image(result.images), result.mask.to("cpu", copy=False), crops, text)
