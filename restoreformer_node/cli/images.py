@@ -104,13 +104,14 @@ def _pixels(img, notes: list[str]):
     import torch
     from PIL import ImageOps
 
+    source = (img.format, getattr(img, "tag_v2", None))  # a transposed copy keeps neither
     try:
         img = ImageOps.exif_transpose(img)
     except Exception:  # a malformed EXIF block: keep the pixels as stored
         notes.append("its EXIF orientation could not be read and was ignored")
     mode = img.mode
     if mode in _SIXTEEN_BIT or mode in ("I", "F"):
-        arr = _wide_gray(img, notes)
+        arr = _wide_gray(img, source, notes)
         return torch.from_numpy(arr)[..., None], WIDE_GRAY
     if mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
@@ -131,8 +132,9 @@ def _pixels(img, notes: list[str]):
     return torch.from_numpy(arr.copy()).float().div_(255.0), img.mode
 
 
-def _wide_gray(img, notes: list[str]):
-    """A 16-bit, 32-bit integer or float gray image as float32 [H, W] in 0..1."""
+def _wide_gray(img, source: tuple, notes: list[str]):
+    """A 16-bit, 32-bit integer or float gray image as float32 [H, W] in 0..1. `source`: the
+    file's (format, TIFF tags), which state the range of 32-bit integers."""
     import numpy as np
 
     mode = img.mode
@@ -148,14 +150,14 @@ def _wide_gray(img, notes: list[str]):
         notes.append("32-bit float gray written as a 16-bit PNG")
         return arr.clip(0, 1)
     # mode "I": 32-bit integers; the file must say their range.
-    tags = getattr(img, "tag_v2", None)
+    file_format, tags = source
     bits = tags.get(258) if tags is not None else None
     bits = bits[0] if isinstance(bits, tuple) else bits
-    if img.format == "PNG" or bits == 16:
+    if file_format == "PNG" or bits == 16:
         return (arr.astype(np.float32) / 65535.0).clip(0, 1)
     if bits != 32:
         raise ImageError(
-            f"32-bit integer pixels ({img.format}) whose range the file does not state; convert it to 8- or 16-bit"
+            f"32-bit integer pixels ({file_format}) whose range the file does not state; convert it to 8- or 16-bit"
         )
     sample_format = tags.get(339, 1)
     sample_format = sample_format[0] if isinstance(sample_format, tuple) else sample_format

@@ -69,6 +69,7 @@ class RestoreFormerConfig:
         self._check_types()
         self._check_ranges()
         self._check_size()
+        self._check_structure()
 
     def _check_types(self) -> None:
         for name in ("variant", "fusion"):
@@ -100,6 +101,8 @@ class RestoreFormerConfig:
                 f"resolution {self.resolution} must be a multiple of {self.size_multiple} (one halving per level "
                 f"after the first of {self.num_levels})"
             )
+
+    def _check_structure(self) -> None:
         levels = {self.level_resolution(level) for level in range(self.num_levels)}
         for name in ("encoder_attn_resolutions", "decoder_attn_resolutions"):
             value = getattr(self, name)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import pickletools
+from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
 from dataclasses import dataclass, field
 
 
@@ -291,7 +292,7 @@ class _Machine:
                 items = pop_mark()
                 self.contain(top(), *items)
             elif name == "GLOBAL":
-                stack.append(self.add_global(arg.replace(" ", ".")))
+                stack.append(self.add_global(global_name(arg)))
             elif name == "BUILD":
                 state = pop()
                 self.contain(top(), state)
@@ -320,7 +321,7 @@ class _Machine:
             elif name == "INST":
                 args = pop_mark()
                 made = self.node("object")
-                self.contain(made, self.add_global(arg.replace(" ", ".")), *args)
+                self.contain(made, self.add_global(global_name(arg)), *args)
                 stack.append(made)
             elif name == "STACK_GLOBAL":
                 qualname, module = pop(), pop()
@@ -395,6 +396,17 @@ class _Machine:
                 heights[id(node)] = height
                 on_path.discard(id(node))
                 path.pop()
+
+
+def global_name(text: str) -> str:
+    """"module.name" of a GLOBAL / INST argument ("module name"), with the Python 2 names mapped
+    to what the unpickler imports (`__builtin__ set` is `builtins.set`), as torch and pickle do."""
+    module, _, name = text.partition(" ")
+    if (module, name) in NAME_MAPPING:
+        module, name = NAME_MAPPING[(module, name)]
+    else:
+        module = IMPORT_MAPPING.get(module, module)
+    return f"{module}.{name}"
 
 
 def _limit(limit: str, limits: ScanLimits, what: str) -> ScanRefused:
