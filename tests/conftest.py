@@ -30,6 +30,20 @@ def grace_hopper() -> np.ndarray:
         return np.asarray(Image.open(f).convert("RGB"))
 
 
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory):
+    """A randomly initialised RestoreFormer at the tiny test geometry, saved as .safetensors by
+    the pack (pretrained weights cannot be had offline)."""
+    from helpers.models import random_restoreformer
+
+    from restoreformer_node.weights import save_restoreformer
+
+    net = random_restoreformer()
+    path = tmp_path_factory.mktemp("models") / "tiny_rf.safetensors"
+    save_restoreformer(net, path, net.config)
+    return path
+
+
 @contextmanager
 def _intra_op_threads(count: int):
     before = torch.get_num_threads()

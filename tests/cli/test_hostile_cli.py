@@ -9,7 +9,6 @@ The weights are a randomly initialised RestoreFormer at the tiny test geometry, 
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -27,13 +26,8 @@ from restoreformer_node.cli import main
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    from restoreformer_node.weights import save_restoreformer
-
-    net = random_restoreformer()
-    path = tmp_path_factory.mktemp("models") / "tiny_rf.safetensors"
-    save_restoreformer(net, path, net.config)
-    return path
+def weights(tiny_weights) -> Path:
+    return tiny_weights
 
 
 @pytest.fixture(scope="module")
@@ -150,23 +144,12 @@ def test_bad_detector_weights_are_refused_in_one_line(kind, tmp_path, weights, c
     assert not marker.exists() and not (tmp_path / "o").exists()
 
 
-def _unprivileged(args: list[str]) -> list[str] | None:
-    """`args` run so that file permissions apply: as root with the capabilities that bypass them
-    dropped (setpriv); None where that is impossible."""
-    if os.geteuid() != 0:
-        return args
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        return None
-    return [setpriv, "--bounding-set", "-dac_override,-dac_read_search", "--inh-caps", "-all", "--", *args]
-
-
 def test_unwritable_out_is_refused_before_any_work(tmp_path, weights):
     image = wall(tmp_path / "x.png")
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o555)
-    command = _unprivileged([sys.executable, "-m", "restoreformer_node", "restore", str(image), "--model",
+    command = h.unprivileged([sys.executable, "-m", "restoreformer_node", "restore", str(image), "--model",
                              str(weights), "--out", str(locked / "out"), "--device", "cpu"])
     if command is None:
         pytest.skip("running as root without setpriv: permissions cannot be made to apply")

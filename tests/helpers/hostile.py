@@ -8,7 +8,9 @@ helpers themselves.
 from __future__ import annotations
 
 import io
+import os
 import pickle
+import shutil
 import struct
 import zipfile
 from pathlib import Path
@@ -220,3 +222,14 @@ def legacy_file(path: Path, main_pickle: bytes, storage_keys: list[str] | None =
     buf.write(tail)
     path.write_bytes(buf.getvalue())
     return path
+
+
+def unprivileged(args: list[str]) -> list[str] | None:
+    """`args` run so that file permissions apply: as is for a normal user; as root with the
+    capabilities that bypass permissions dropped (setpriv); None where that is impossible."""
+    if os.geteuid() != 0:
+        return args
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return None
+    return [setpriv, "--bounding-set", "-dac_override,-dac_read_search", "--inh-caps", "-all", "--", *args]

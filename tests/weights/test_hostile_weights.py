@@ -431,21 +431,10 @@ def test_code_is_called_code_whatever_opcode_imports_it(via, container, tmp_path
     assert "convert" not in msg.split("Fix:")[1]
 
 
-def _unprivileged(args: list[str]) -> list[str] | None:
-    """`args` run so that file permissions apply: as root, with the capabilities that bypass
-    them dropped (setpriv); None where that is impossible."""
-    if os.geteuid() != 0:
-        return args
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        return None
-    return [setpriv, "--bounding-set", "-dac_override,-dac_read_search", "--inh-caps", "-all", "--", *args]
-
-
 def test_unreadable_file_is_one_line_not_a_traceback(state, tmp_path):
     path = save_restoreformer(state, tmp_path / "locked.safetensors", tiny_config(RESTOREFORMER))
     path.chmod(0)
-    command = _unprivileged([sys.executable, "-m", "restoreformer_node", "info", str(path)])
+    command = h.unprivileged([sys.executable, "-m", "restoreformer_node", "info", str(path)])
     if command is None:
         pytest.skip("running as root without setpriv: permissions cannot be made to apply")
     run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
