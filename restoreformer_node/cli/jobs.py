@@ -42,7 +42,10 @@ def plan_jobs(inputs: Sequence[str], out: Path, recursive: bool, save_crops: boo
     for raw in inputs:
         path = Path(raw)
         if path.is_dir():
-            found = images_in(path, recursive)
+            try:
+                found = images_in(path, recursive)
+            except OSError as error:
+                raise UsageError(f"{path}: the folder cannot be read ({error.strerror or error})") from None
             if not found:
                 raise UsageError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
             for f in found:

@@ -209,6 +209,17 @@ def test_an_output_is_never_an_input(case, tmp_path, weights, capsys):
     assert _tree(src) == before
 
 
+def test_outputs_that_differ_only_in_case_are_refused(tmp_path, weights, capsys):
+    """X.png and x.png are two files here and one on Windows and macOS: the plan is refused
+    wherever it runs, before any work."""
+    src = tmp_path / "in"
+    wall(src / "X.png")
+    wall(src / "x.png", value=20)
+    code, _, err = restore(capsys, str(src), "--model", str(weights), "--out", str(tmp_path / "out"), "--device", "cpu")
+    one_line_error(code, err, "would both be written", "differ only in case")
+    assert not (tmp_path / "out").exists()
+
+
 # --- crops: mirrored, and --overwrite obeyed for every file ------------------------------------
 
 

@@ -233,3 +233,17 @@ def unprivileged(args: list[str]) -> list[str] | None:
     if setpriv is None:
         return None
     return [setpriv, "--bounding-set", "-dac_override,-dac_read_search", "--inh-caps", "-all", "--", *args]
+
+
+def tensor_set_by_build(numel: int, size: tuple[int, ...], stride: tuple[int, ...]) -> bytes:
+    """{'params_ema': {'w': t}} where t is rebuilt as a plain 1-D tensor of storage '0' (`numel`
+    floats) and then BUILD's legacy path calls t.set_(storage, 0, size, stride): a view the
+    tensor's own rebuild arguments never showed."""
+    storage = b"(" + text("storage") + global_op("torch", "FloatStorage") + text("0") + text("cpu")
+    storage += b"J" + struct.pack("<i", numel) + b"tQ" + put(0)
+    ints = b"".join(b"J" + struct.pack("<i", v) for v in size)
+    strides = b"".join(b"J" + struct.pack("<i", v) for v in stride)
+    tensor = global_op("torch._utils", "_rebuild_tensor_v2") + b"(" + storage + b"K\x00"
+    tensor += b"J" + struct.pack("<i", numel) + b"\x85K\x01\x85\x89" + global_op("collections", "OrderedDict") + b")RtR"
+    state = b"(" + get(0) + b"K\x00" + b"(" + ints + b"t" + b"(" + strides + b"t" + b"t"
+    return PROTO2 + b"}" + text("params_ema") + b"}" + text("w") + tensor + state + b"b" + b"ss" + STOP

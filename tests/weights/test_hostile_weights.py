@@ -381,6 +381,15 @@ def test_expanded_views_cannot_make_a_small_file_a_huge_network(tmp_path):
         load_restoreformer(path)
 
 
+def test_build_cannot_forge_a_view(tmp_path):
+    """BUILD's legacy path re-points a loaded tensor at its storage with any size and stride
+    (`set_`): the strict check sees the tensor as it came out, a stride-0 view, and refuses it."""
+    pkl = h.tensor_set_by_build(4, (64, 64, 3, 3), (0, 0, 0, 0))
+    path = h.torch_zip(tmp_path / "build.pth", pkl, {"0": bytes(16)})
+    with pytest.raises(WeightLoadError, match=r"w \(a stride-0 \(expanded\) view\)"):
+        load_restoreformer(path)
+
+
 # --- non-finite weights ------------------------------------------------------------------
 
 
