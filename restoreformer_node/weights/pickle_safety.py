@@ -10,7 +10,7 @@ Every pickle goes through three steps, and the first two build nothing:
 3. `torch.load(weights_only=True)`, whose unpickler builds tensors and plain containers only.
 
 What the scan finds imported decides the rest. Names torch's unpickler accepts are used as they
-are. Names that execute things (os, subprocess, eval, importlib, pickle, functools.partial,
+are, and so are numpy's names for arrays, scalars and dtypes (they build data, nothing else). Names that execute things (os, subprocess, eval, importlib, pickle, functools.partial,
 torch.load, ...; `executes_code`) refuse the file, which is then said to try to run code. Any
 other name only appears in training bookkeeping (Lightning callbacks and hyper-parameters, a
 config object of the training code, a torch loss module): it is bound to an inert stand-in
@@ -36,7 +36,13 @@ from .pickle_scan import LIMITS, PickleScan, ScanLimits, ScanRefused, scan_pickl
 
 # Globals a training framework writes into checkpoint bookkeeping; always bound to inert stand-ins.
 INERT_MODULE_PREFIXES = ("pytorch_lightning.", "lightning.", "lightning_fabric.", "omegaconf.")
-INERT_NAMES = frozenset({"typing.Any", "argparse.Namespace"})
+INERT_NAMES = frozenset({"typing.Any", "argparse.Namespace", "types.SimpleNamespace"})
+# Built-in types bookkeeping refers to as values (omegaconf's `object_type=dict`, dataclass fields);
+# the rest of `builtins` (eval, exec, getattr, __import__, open, ...) refuses the file.
+INERT_BUILTIN_TYPES = frozenset(
+    f"builtins.{n}"
+    for n in "dict list tuple set frozenset int float complex str bytes bytearray bool object slice range".split()
+)
 
 # Names that execute things when a pickle calls them: a file importing one is refused outright.
 # (Binding them to stand-ins would be harmless too; refusing says what the file is.)
@@ -45,7 +51,7 @@ CODE_MODULES = frozenset(
     pickle _pickle cPickle pickletools marshal shelve dill cloudpickle joblib code codeop pty shutil socket
     ctypes _ctypes multiprocessing concurrent threading _thread asyncio signal webbrowser pdb bdb trace
     timeit cProfile profile pydoc pkgutil zipimport types operator _operator functools _functools copyreg
-    copy_reg inspect gc io _io pathlib tempfile glob fileinput urllib http ftplib smtplib telnetlib xmlrpc
+    copy_reg inspect gc io _io tempfile glob fileinput urllib http ftplib smtplib telnetlib xmlrpc
     ssl select mmap fcntl resource msvcrt winreg _winapi platform logging sched setuptools pip distutils
     site ensurepip venv idlelib lib2to3 doctest unittest tkinter commands popen2 nturl2path zipfile tarfile
     shlex yaml jinja2 sqlite3 dbm""".split()
@@ -54,7 +60,7 @@ CODE_TORCH_PREFIXES = (
     "torch.load", "torch.save", "torch.serialization", "torch.storage._load", "torch.jit", "torch.hub",
     "torch.package", "torch.ops", "torch._ops", "torch.classes", "torch._C", "torch.utils.cpp_extension",
     "torch._dynamo", "torch._inductor", "torch.fx", "torch.distributed", "torch.multiprocessing",
-    "torch.compile", "torch.export", "torch.library", "torch.utils.data", "torch._utils_internal",
+    "torch.compile", "torch.export", "torch.library", "torch._utils_internal",
 )
 # Words of a function's name (not a class's) that load, run, import or reach attributes: a word
 # equal to one of CODE_WORDS or starting with one of CODE_STEMS.
@@ -91,11 +97,13 @@ def stand_in_name(obj: object) -> str | None:
 
 
 def _is_inert(name: str) -> bool:
-    return name in INERT_NAMES or name.startswith(INERT_MODULE_PREFIXES)
+    return name in INERT_NAMES or name in INERT_BUILTIN_TYPES or name.startswith(INERT_MODULE_PREFIXES)
 
 
 def executes_code(name: str) -> bool:
     """Whether a pickle importing `name` ("module.qualname") asks for something that runs code."""
+    if name in INERT_NAMES or name in INERT_BUILTIN_TYPES:
+        return False
     module = name.split(".", 1)[0]
     if module in CODE_MODULES or name.startswith(CODE_TORCH_PREFIXES):
         return True
@@ -104,6 +112,24 @@ def executes_code(name: str) -> bool:
         return False
     words = [w for w in re.split(r"[_\d]+", last.lower()) if w]
     return any(w in CODE_WORDS or w.startswith(CODE_STEMS) for w in words)
+
+
+def _numpy_data() -> dict[str, object]:
+    """numpy's own names for arrays, scalars and dtypes, bound to the real numpy objects (what
+    torch documents for numpy data under weights_only): they build data from the pickle's bytes
+    and run nothing else, and an inert stand-in could not take their BUILD state."""
+    try:
+        import numpy as np
+    except ImportError:
+        return {}
+    core = getattr(np, "_core", None) or np.core
+    found: dict[str, object] = {"numpy.ndarray": np.ndarray, "numpy.dtype": np.dtype}
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        found[f"{module}._reconstruct"] = core.multiarray._reconstruct
+        found[f"{module}.scalar"] = core.multiarray.scalar
+    for name in getattr(getattr(np, "dtypes", None), "__all__", ()):
+        found[f"numpy.dtypes.{name}"] = getattr(np.dtypes, name)
+    return found
 
 
 def _stand_in(name: str) -> tuple[type, str]:
@@ -288,7 +314,11 @@ def safe_torch_load(path: str, container: str, *, limits: ScanLimits = LIMITS) -
     classes bound to inert stand-ins and every failure turned into a WeightLoadError.
     `container` names the file kind ("PyTorch zip checkpoint" / "PyTorch pickle") for messages."""
     path = os.fspath(path)
-    stand_ins = [_stand_in(n) for n in sorted(set(scan_checkpoint(path, container, limits)))]
+    names = sorted(set(scan_checkpoint(path, container, limits)))
+    numpy_data = _numpy_data() if any(n.startswith("numpy") for n in names) else {}
+    stand_ins = [(numpy_data[n], n) if n in numpy_data else _stand_in(n) for n in names]
+    # A dtype comes out as an instance of its numpy.dtypes class, which BUILD must accept too.
+    stand_ins += [(obj, n) for n, obj in numpy_data.items() if n.startswith("numpy.dtypes.") and n not in names]
     try:
         with _LOAD_LOCK, torch.serialization.safe_globals(stand_ins), warnings.catch_warnings():
             # torch notes pickle protocols above 2 (plain pickle.dump files); harmless here.
@@ -300,19 +330,20 @@ def safe_torch_load(path: str, container: str, *, limits: ScanLimits = LIMITS) -
         refused = [n for n in dict.fromkeys(named) if not _torch_allowed(n) and executes_code(n)]
         if refused:
             raise _refuse_code(path, container, refused) from None
-        if stand_ins:
-            raise _bookkeeping_unreadable(path, container, [n for _, n in stand_ins], error) from None
+        if names:
+            raise _bookkeeping_unreadable(path, container, names, error) from None
         raise _damaged(path, container, error) from None
     except MemoryError:
         raise
     except Exception as error:  # truncated archive, bad storage record, EOF, ...
-        if stand_ins:
-            raise _bookkeeping_unreadable(path, container, [n for _, n in stand_ins], error) from None
+        if names:
+            raise _bookkeeping_unreadable(path, container, names, error) from None
         raise _damaged(path, container, error) from None
 
 
 __all__ = [
     "CODE_MODULES",
+    "INERT_BUILTIN_TYPES",
     "INERT_MODULE_PREFIXES",
     "INERT_NAMES",
     "executes_code",

@@ -482,8 +482,27 @@ def test_bookkeeping_classes_of_the_training_code_load_inertly(state, tmp_path, 
     torch loss module, callback states keyed by a class of that code: bound to inert stand-ins,
     nothing of them imported or run, and the weights load (they were refused, with advice to run
     `convert`, which refused them too)."""
+    import argparse
+    import collections
+    import datetime
+    import pathlib
+    import types
+
+    import numpy as np
+
     checkpoint = lightning_checkpoint(state)
-    checkpoint["hyper_parameters"] = {"config": training_classes["TrainConfig"](), "loss": torch.nn.L1Loss()}
+    checkpoint["hyper_parameters"] = {
+        "config": training_classes["TrainConfig"](),
+        "loss": torch.nn.L1Loss(),
+        "log_dir": pathlib.PurePosixPath("runs/rf"),
+        "started": datetime.datetime(2022, 3, 1, 12, 0),
+        "args": argparse.Namespace(lr=1e-4),
+        "extra": types.SimpleNamespace(seed=3),
+        "groups": collections.defaultdict(list, {"a": [1]}),
+        "types": {"object_type": dict, "element_type": list},
+        "score": np.float64(0.25),
+        "history": np.arange(6, dtype=np.float32).reshape(2, 3),
+    }
     checkpoint["callbacks"] = {training_classes["Optim"]: {"best": torch.tensor(0.5)}}
     path = tmp_path / "trained.ckpt"
     torch.save(checkpoint, path)
