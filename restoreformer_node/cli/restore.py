@@ -146,8 +146,10 @@ def check_arguments(args: argparse.Namespace) -> Settings:
     batch = whole_number("--batch", args.batch, 1)
     max_pixels = whole_number("--max-pixels", args.max_pixels, 1)
     readable_file("--model", args.model)
+    from ..faces.detectors import needs_weights
+
     detector_weights = None
-    if args.detector.startswith("retinaface"):
+    if needs_weights(args.detector):
         if not args.detector_weights:
             raise UsageError(f"--detector {args.detector} needs --detector-weights FILE (facexlib's RetinaFace .pth)")
         detector_weights = readable_file("--detector-weights", args.detector_weights)
@@ -184,6 +186,9 @@ def loaded_batches(jobs: list[Job], settings: Settings, tally: Tally) -> Iterato
             image = read_image(job.source, settings.max_pixels)
         except ImageError as error:
             tally.fail(job.source, f"cannot be read: {error}")
+            continue
+        except Exception as error:  # a decoder's own failure on a hostile file: still this file only
+            tally.fail(job.source, f"cannot be read ({type(error).__name__}: {' '.join(str(error).split())[:300]})")
             continue
         shape = image.pixels.shape
         if current and (
