@@ -164,7 +164,7 @@ def _storage_itemsize(type_name: str) -> int | None:
 
 
 def _refuse_code(path: str, container: str, names: list[str], how: str = "") -> WeightLoadError:
-    what = f"its pickle imports {list_names(names)}" if names else how
+    what = f"its pickle imports {list_names(names)}" if names else f"its pickle {how}"
     if names and how:
         what += f" and {how}"
     return WeightLoadError(
@@ -291,21 +291,9 @@ def scan_checkpoint(path: str, container: str, limits: ScanLimits = LIMITS) -> l
     is_zip = container.endswith("zip checkpoint")
     scan = (_scan_zip if is_zip else _scan_legacy)(path, container, limits)
     refused = [n for n in scan.globals if not _torch_allowed(n) and executes_code(n)]
-    how = []
-    if scan.dynamic_imports:
-        how.append("computes the name of something to import while it loads (STACK_GLOBAL)")
-    if scan.code_opcodes - {"STACK_GLOBAL"}:
-        how.append(f"calls what it imports by opcodes torch.save never writes ({', '.join(sorted(scan.code_opcodes))})")
-    if refused or how:
-        raise _refuse_code(path, container, refused, " and ".join(how))
-    if "STACK_GLOBAL" in scan.code_opcodes:  # constant names only, none of them runs code
-        raise _refuse_malformed(
-            path, container, "its pickle imports by STACK_GLOBAL, which torch.save never writes"
-        )
-    if scan.unsupported:
-        raise _refuse_malformed(
-            path, container, f"its pickle uses opcodes torch.save never writes ({', '.join(sorted(scan.unsupported))})"
-        )
+    how = "imports things it does not name (computed STACK_GLOBAL names or the copyreg extension registry)"
+    if refused or scan.dynamic_imports:
+        raise _refuse_code(path, container, refused, how if scan.dynamic_imports else "")
     return [n for n in scan.globals if not _torch_allowed(n)]
 
 

@@ -13,8 +13,8 @@ is larger, longer, deeper or more shared than any weight file is:
   key) visits every path, 2**levels of them.
 
 The scan runs the pickle machine on placeholders: strings and integers keep their values (module
-and class names, storage keys and sizes), every container is a small node. It also reports what
-`torch.load(weights_only=True)` would never accept, so refusals can say why.
+and class names, storage keys and sizes), every container is a small node. Opcodes torch's
+unpickler does not accept are scanned like the others (within the same limits) and left to it.
 """
 
 from __future__ import annotations
@@ -45,16 +45,6 @@ LIMIT_WORDS = {
     "max_tuple_nodes": "shared tuple size",
 }
 
-# Opcodes torch's weights-only unpickler accepts (torch/_weights_only_unpickler.py).
-TORCH_OPCODES = frozenset(
-    "PROTO STOP GLOBAL NEWOBJ REDUCE BUILD APPEND APPENDS SETITEM SETITEMS MARK TUPLE TUPLE1 TUPLE2 "
-    "TUPLE3 NONE NEWFALSE NEWTRUE EMPTY_TUPLE EMPTY_LIST EMPTY_DICT EMPTY_SET BININT BININT1 BININT2 "
-    "BINFLOAT BINUNICODE SHORT_BINSTRING BINPERSID BINGET LONG_BINGET BINPUT LONG_BINPUT LONG1".split()
-)
-# Opcodes that import or call something by a route a weight file never takes.
-CODE_OPCODES = frozenset({"INST", "OBJ", "STACK_GLOBAL", "EXT1", "EXT2", "EXT4", "NEWOBJ_EX"})
-
-
 class ScanRefused(Exception):
     """The pickle was refused by the scan. `limit` is the ScanLimits field that was exceeded, or
     None when the bytes are not a well-formed pickle."""
@@ -78,9 +68,9 @@ class PickleScan:
     """What one or more consecutive pickles import and refer to."""
 
     globals: list[str] = field(default_factory=list)  # "module.name", in order, no repeats
-    dynamic_imports: int = 0  # STACK_GLOBALs whose names are computed, not constants
-    code_opcodes: set[str] = field(default_factory=set)  # from CODE_OPCODES
-    unsupported: set[str] = field(default_factory=set)  # opcodes torch's unpickler refuses
+    # Imports whose names the pickle does not state: STACK_GLOBAL of computed strings, and the
+    # copyreg extension registry (EXT1/2/4), which names things by number.
+    dynamic_imports: int = 0
     storages: list[Storage] = field(default_factory=list)
     opcodes: int = 0
     end: int = 0  # offset just after the last STOP scanned
@@ -234,10 +224,6 @@ class _Machine:
                 raise ScanRefused(f"byte {self.pos - 1} holds {code:#04x}, which is no pickle opcode")
             name, how = entry
             arg = None if how is None else self._arg(how)
-            if name not in TORCH_OPCODES:
-                scan.unsupported.add(name)
-                if name in CODE_OPCODES:
-                    scan.code_opcodes.add(name)
             # Hot opcodes of torch.save's pickles first.
             if name == "BINPUT" or name == "LONG_BINPUT":
                 memo[int.from_bytes(arg, "little")] = top()
@@ -352,6 +338,7 @@ class _Machine:
             elif name == "DUP":
                 stack.append(top())
             elif name in ("EXT1", "EXT2", "EXT4"):
+                scan.dynamic_imports += 1
                 stack.append(self.node("global"))
             else:  # NONE, NEWTRUE/FALSE, floats, bytes, buffers
                 stack.append(_LEAF)

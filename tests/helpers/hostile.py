@@ -81,7 +81,8 @@ def many_opcodes(count: int) -> bytes:
 
 
 def calls(module: str, name: str, via: str = "REDUCE", arg: str = "true") -> bytes:
-    """{'params': module.name(arg)} reached through `via`: REDUCE after GLOBAL, INST, OBJ, or
+    """{'params': module.name(arg)} reached through `via`: REDUCE after GLOBAL, INST, OBJ, EXT1
+    (module and name ignored: the registry entry 1), or
     STACK_GLOBAL whose operands come from the memo and whose result is popped (the call is made by
     a second STACK_GLOBAL of the same memo entries)."""
     head = PROTO2 + b"}" + text("params")
@@ -91,6 +92,8 @@ def calls(module: str, name: str, via: str = "REDUCE", arg: str = "true") -> byt
         return head + b"(" + text(arg) + b"i" + f"{module}\n{name}\n".encode() + b"s" + STOP
     if via == "OBJ":
         return head + b"(" + global_op(module, name) + text(arg) + b"o" + b"s" + STOP
+    if via == "EXT1":  # the copyreg extension registry: imported by number, no name in the file
+        return head + b"\x82\x01" + text(arg) + b"\x85R" + b"s" + STOP
     if via == "STACK_GLOBAL_POP":
         body = b"\x80\x04" + b"}" + text("params")
         body += text(module) + put(0) + b"0" + text(name) + put(1) + b"0"  # names only in the memo
