@@ -178,24 +178,19 @@ def _refuse_code(path: str, container: str, names: list[str], how: str = "") -> 
     )
 
 
-def _refuse_limit(path: str, container: str, detail: str) -> WeightLoadError:
-    return WeightLoadError(
-        path,
-        f"refused before unpickling: {detail}. Weight files stay far inside this limit, so the file is "
-        "damaged or made to exhaust memory or time; nothing in it was built or run.",
-        _OFFICIAL + ".",
-        layout=container,
-    )
-
-
-def _refuse_malformed(path: str, container: str, detail: str) -> WeightLoadError:
-    return WeightLoadError(
-        path,
-        f"the file is damaged or truncated, or was altered after torch.save wrote it: {detail}. Nothing in it "
-        "was built or run.",
-        "download the file again and compare its size with the one on the release page, or " + _OFFICIAL + ".",
-        layout=container,
-    )
+def _refuse_unbuilt(path: str, container: str, detail: str, *, limit: bool) -> WeightLoadError:
+    """A refusal from the checks before unpickling: a resource `limit` was hit, or the container
+    or pickle is malformed. `detail` says which (a limit names itself)."""
+    if limit:
+        problem = (
+            f"refused before unpickling: {detail}. Weight files stay far inside this limit, so the file is "
+            "damaged or made to exhaust memory or time"
+        )
+        fix = _OFFICIAL + "."
+    else:
+        problem = f"the file is damaged or truncated, or was altered after torch.save wrote it: {detail}"
+        fix = "download the file again and compare its size with the one on the release page, or " + _OFFICIAL + "."
+    return WeightLoadError(path, problem + ". Nothing in it was built or run.", fix, layout=container)
 
 
 def _damaged(path: str, container: str, error: BaseException) -> WeightLoadError:
@@ -234,17 +229,18 @@ def _scan_zip(path: str, container: str, limits: ScanLimits) -> PickleScan:
             layout="TorchScript archive",
         ) from None
     except ArchiveRefused as error:
-        raise (_refuse_limit if error.limit else _refuse_malformed)(path, container, str(error)) from None
+        raise _refuse_unbuilt(path, container, str(error), limit=error.limit is not None) from None
     scan = _scan(path, container, archive.pickle, 1, limits)
     for storage in scan.storages:
         itemsize = _storage_itemsize(storage.type_name)
         have = archive.sizes.get(f"data/{storage.key}")
         if itemsize is None or have is None or storage.numel * itemsize != have:
-            raise _refuse_malformed(
+            raise _refuse_unbuilt(
                 path,
                 container,
                 f"its pickle asks for {storage.numel:,} elements of {storage.type_name} from record "
                 f"data/{storage.key}, which holds {have if have is not None else 'no'} bytes",
+                limit=False,
             )
     return scan
 
@@ -253,7 +249,7 @@ def _scan_legacy(path: str, container: str, limits: ScanLimits) -> PickleScan:
     """torch's pre-1.6 format: magic number, protocol, system info, the object, the storage keys
     (five pickles in a row), then the storages' bytes."""
     if tarfile.is_tarfile(path):  # torch would read an even older tar layout through other code
-        raise _refuse_malformed(path, container, "it is a tar archive (a torch format from before 2018)")
+        raise _refuse_unbuilt(path, container, "it is a tar archive (a torch format from before 2018)", limit=False)
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         head = f.read(limits.max_pickle_bytes + 1)
@@ -262,14 +258,17 @@ def _scan_legacy(path: str, container: str, limits: ScanLimits) -> PickleScan:
     for storage in scan.storages:
         itemsize = _storage_itemsize(storage.type_name)
         if itemsize is None or storage.numel < 0:
-            raise _refuse_malformed(path, container, f"its pickle asks for a storage of type {storage.type_name}")
+            raise _refuse_unbuilt(
+                path, container, f"its pickle asks for a storage of type {storage.type_name}", limit=False
+            )
         needed[storage.key] = storage.numel * itemsize
     if sum(needed.values()) > size - scan.end:
-        raise _refuse_malformed(
+        raise _refuse_unbuilt(
             path,
             container,
             f"its pickle asks for {sum(needed.values()):,} bytes of tensor data, but only "
             f"{max(0, size - scan.end):,} bytes follow it",
+            limit=False,
         )
     return scan
 
@@ -278,10 +277,8 @@ def _scan(path: str, container: str, data: bytes, count: int, limits: ScanLimits
     try:
         return scan_pickles(data, count, limits, **kw)
     except ScanRefused as error:
-        if error.limit:
-            raise _refuse_limit(path, container, str(error)) from None
-        # A pickle that cannot even be read may still name what it was after: say so.
-        raise _refuse_malformed(path, container, f"its pickle is malformed ({error})") from None
+        detail = str(error) if error.limit else f"its pickle is malformed ({error})"
+        raise _refuse_unbuilt(path, container, detail, limit=error.limit is not None) from None
 
 
 def scan_checkpoint(path: str, container: str, limits: ScanLimits = LIMITS) -> list[str]:
