@@ -80,9 +80,6 @@ class OutputFolder:
             raise OutputError(f"{target}: not a file path inside the output folder {self.root}")
         return parts
 
-    def exists(self, target: Path) -> bool:
-        return os.path.lexists(target)
-
     def write(self, target: Path, data: bytes) -> bool:
         """Write `data` to `target` (inside the folder). Returns False when the target exists and
         overwriting was not asked for (nothing written). Raises OutputError."""
