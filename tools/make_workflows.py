@@ -352,7 +352,7 @@ def segs_and_upscale() -> dict:
             _model([X[2], 340]),
             {"key": "restore", "type": RESTORE, "pos": [X[3], 0]},
             {"key": "save", "type": "SaveImage", "pos": [X[4], 0], "widgets": {"filename_prefix": "restoreformer/upscaled"}},
-            {"key": "report", "type": "PreviewAny", "pos": [X[4], 420], "title": "What was done"},
+            _preview("report", [X[4], 420], "What was done", TEXT_PREVIEW, "PreviewAny"),
         ],
         "links": [
             ("image", "IMAGE", "detect", "images"),
