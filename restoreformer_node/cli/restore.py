@@ -36,6 +36,7 @@ from ..options import (
     MAX_FEATHER,
     PRECISIONS,
 )
+from . import upscale
 from .arguments import UsageError, finite_number, output_folder, readable_file, torch_device, whole_number
 from .jobs import Job, crop_target, plan_jobs
 
@@ -90,6 +91,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--save-crops", action="store_true", help="also write the restored 512 crops to DIR/crops (mirroring the input tree)")
     p.add_argument("--overwrite", action="store_true", help="replace existing files in --out, crops included (default: skip them)")
+    upscale.add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -212,6 +214,7 @@ class Restorer:
     model: object
     detector: object
     compile_options: object  # CompileOptions or None
+    upscaling: object  # upscale.Upscale or None: images upscaled before their faces are restored
     folder: object  # OutputFolder
     tally: Tally
     told: set = field(default_factory=set)
@@ -243,6 +246,8 @@ class Restorer:
         args, settings = self.args, self.settings
         images = torch.stack([image.pixels for _, image in group])
         faces = find_faces(self.detector, images, FaceSelection(mode=args.select))
+        if self.upscaling is not None:
+            images, faces, _ = self.upscaling.apply(images, faces)
         result = restore_faces(
             images,
             self.model,
@@ -323,16 +328,21 @@ def run(args: argparse.Namespace) -> int:
     # bf16 on a GPU: the weights are held in bf16 and run natively (a CPU keeps fp32 and says so).
     prepared = prepare(args.model, device, "bf16" if args.precision == "bf16" else "fp32")
     detector = open_detector(args.detector, settings.detector_weights, device)
+    try:
+        upscaling = upscale.prepare(args, device)  # an upscale model file: read (safely) before any image
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     how = ""
     compile_options = CompileOptions(mode=args.compile_mode) if args.compile else None
     if compile_options is not None:
         skipped = compile_skipped(compile_options, device)
         how = f"; {skipped}" if skipped else f", {compile_options.describe()} (the first batch compiles: a minute or more)"
     weights = ", bf16 weights" if prepared.weight_dtype == "bf16" else ""
-    print(f"{Path(args.model).name}: {prepared.model.config.variant} on {device}{weights}{how}; detector {args.detector}")
+    print(f"{Path(args.model).name}: {prepared.model.config.variant} on {device}{weights}{how}; detector {args.detector}"
+          + (f"; {upscaling.describe()}" if upscaling else ""))
 
     folder = OutputFolder(settings.out, overwrite=args.overwrite, protected=[job.source for job in settings.jobs])
-    restorer = Restorer(args, settings, prepared.model, detector, compile_options, folder, tally)
+    restorer = Restorer(args, settings, prepared.model, detector, compile_options, upscaling, folder, tally)
     for group in loaded_batches(todo, settings, tally):
         restorer.run_group(group)
     print(tally.summary(time.perf_counter() - started))

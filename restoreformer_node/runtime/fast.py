@@ -264,7 +264,7 @@ def _winograd_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     return out
 
 
-def _is_winograd_conv(module: nn.Module) -> bool:
+def is_winograd_conv(module: nn.Module) -> bool:
     return (
         type(module) is nn.Conv2d
         and module.kernel_size == (3, 3)
@@ -403,7 +403,7 @@ def optimize_for_inference(
     if channels_last is None:
         channels_last = prefers_channels_last(next(model.parameters()).device)
     for module in model.modules():
-        if _is_winograd_conv(module) or isinstance(module, FastConv3x3):
+        if is_winograd_conv(module) or isinstance(module, FastConv3x3):
             module.__class__ = FastConv3x3
             module.winograd = winograd
             continue

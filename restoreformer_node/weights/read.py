@@ -101,7 +101,7 @@ def _read_safetensors(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str
         raise WeightLoadError(
             path,
             f"the safetensors file is damaged or truncated ({' '.join(str(error).split())}).",
-            "download the file again (or write it again where it was made).",
+            "download the file again (or, for a file made by `convert`, convert the original again).",
             layout=CONTAINER_SAFETENSORS,
         ) from None
     return tensors, metadata
