@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         p.set_defaults(_module=module)
     args = parser.parse_args(argv)
     from .config import ConfigError
+    from .errors import DataError, TrainingFileError, one_line
     from .trainer import NonFiniteLossError
 
     try:
@@ -35,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (ConfigError, FileNotFoundError, TrainingFileError, DataError) as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     finally:
         from .distributed import cleanup
