@@ -441,16 +441,17 @@ class Stage2(Task):
                 "point init.stage1 at the stage-1 training checkpoint (RUN/checkpoints/step_*.pt or the run "
                 "folder), or set init.discriminator: fresh.",
             )
-        result = disc.load_state_dict(source.discriminator, strict=False)
-        own = disc.state_dict()
-        shapes = [k for k, v in source.discriminator.items() if k in own and own[k].shape != v.shape]
-        if result.missing_keys or result.unexpected_keys or shapes:
+        own, theirs = disc.state_dict(), source.discriminator
+        missing, unexpected = sorted(set(own) - set(theirs)), sorted(set(theirs) - set(own))
+        shapes = [k for k in own if k in theirs and own[k].shape != theirs[k].shape]
+        if missing or unexpected or shapes:
             raise TrainingFileError(
                 source.path, STAGE1_WHAT, f"its image discriminator does not fit loss.discriminator (filters "
-                f"{dcfg.filters}, layers {dcfg.layers}, norm {dcfg.norm}): missing {result.missing_keys[:4]}, "
-                f"unexpected {result.unexpected_keys[:4]}, other shapes {shapes[:4]}.",
+                f"{dcfg.filters}, layers {dcfg.layers}, norm {dcfg.norm}): missing {missing[:4]}, unexpected "
+                f"{unexpected[:4]}, other shapes for {shapes[:4]}.",
                 "use the stage-1 run's loss.discriminator settings, or set init.discriminator: fresh.",
             )
+        disc.load_state_dict(theirs, strict=True)
 
     def adversarial_active(self, step: int) -> bool:
         return step >= self.cfg.loss.discriminator.start_step
