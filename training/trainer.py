@@ -585,8 +585,9 @@ class Trainer:
                 for k, v in logs.items():
                     writer.add_scalar(k, v, self.step)
             eta = (end - self.step) * elapsed / max(done, 1)
-            losses = " ".join(f"{k} {v:.4g}" for k, v in logs.items() if not k.startswith(("lr/", "images_per_s",
-                                                                                              "logits_")))
+            shown = [k for k in logs if not k.startswith(("lr/", "images_per_s", "logits_"))]
+            shown.sort(key=lambda k: k != "loss")  # the total first, then the terms in the stage's order
+            losses = " ".join(f"{k} {logs[k]:.4g}" for k in shown)
             self.say(f"{self.task.name} step {self.step}/{self.run.steps} | {losses} | {rate:.2f} img/s | "
                      f"ETA {format_duration(eta)}")
             if self._bar is not None:
