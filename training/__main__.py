@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stage2": ("training.stage2", "train RestoreFormer / RF++ or a Table-4 ablation (Sec. 3.1, Eq. 13)"),
     "landmarks": ("training.landmarks", "detect five landmarks per dataset image (for the component losses)"),
     "evaluate": ("training.evaluate", "restore a test set and report PSNR, SSIM, FID, LPIPS and IDD"),
+    "demo-data": ("training.demo_data", "write a few synthetic faces to try the tiny CPU presets on"),
 }
 
 
