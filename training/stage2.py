@@ -249,8 +249,7 @@ def read_stage1(path: str) -> Stage1Source:
     """Read init.stage1 without running any code it may carry (training/safe_io.py): a stage-1
     training checkpoint (.pt; a folder means its newest intact one), our export (.safetensors), or a
     state dict in any layout `restoreformer_node.weights` reads (e.g. a Lightning .ckpt)."""
-    from restoreformer_node.weights import WeightLoadError, read_state_dict
-    from restoreformer_node.weights.read import LAYOUT_OURS
+    from restoreformer_node.weights import LAYOUT_OURS, WeightLoadError, read_state_dict
 
     p = Path(path).expanduser()
     if p.is_dir():  # a run folder or its checkpoints folder: the newest intact checkpoint

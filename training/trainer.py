@@ -176,16 +176,15 @@ def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
 
 def newest_intact_checkpoint(folder: Path, what: str = "training checkpoint") -> tuple[Path, dict, list[TrainingFileError]]:
     """The newest checkpoint in `folder` that reads (weights-only) and is complete, its state, and the
-    errors of the newer ones that did not (damaged, or refused because they carry code). Raises
+    errors of the newer ones that did not (damaged, refused because they carry code, or not a
+    checkpoint of this format). Raises
     TrainingFileError when none is intact, naming each file and why."""
     problems: list[TrainingFileError] = []
     found = list_checkpoints(folder)
     for _, path in reversed(found):
         try:
             return path, read_checkpoint(path, what), problems
-        except TrainingFileError as err:
-            if err.kind not in ("damaged", "code"):
-                raise
+        except TrainingFileError as err:  # damaged, refused (code) or not one of our checkpoints
             problems.append(err)
     if not found:
         raise FileNotFoundError(f"{what} folder '{folder}': it holds no step_*.pt checkpoint. Fix: check "
