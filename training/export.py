@@ -40,7 +40,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, module: str | Non
         folder = checkpoint / "checkpoints" if (checkpoint / "checkpoints").is_dir() else checkpoint
         checkpoint, state, problems = newest_intact_checkpoint(folder)
         for err in problems:
-            print(f"warning: export skips {err}", file=sys.stderr)
+            print(f"warning: export skips {err.what} '{err.path}': {err.problem}", file=sys.stderr)
         if problems:
             print(f"warning: exporting the newest intact checkpoint '{checkpoint}' instead", file=sys.stderr)
     else:

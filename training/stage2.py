@@ -256,7 +256,7 @@ def read_stage1(path: str) -> Stage1Source:
         folder = p / "checkpoints" if (p / "checkpoints").is_dir() else p
         p, state, problems = newest_intact_checkpoint(folder, STAGE1_WHAT)
         for err in problems:
-            print(f"warning: stage 2 skips {err}", file=sys.stderr)
+            print(f"warning: stage 2 skips {err.what} '{err.path}': {err.problem}", file=sys.stderr)
         if problems:
             print(f"warning: stage 2 starts from the newest intact stage-1 checkpoint '{p}' instead", file=sys.stderr)
         return _from_training_checkpoint(p, state)

@@ -420,7 +420,8 @@ class Trainer:
                 for err in problems:
                     moved = set_aside(Path(err.path), err.kind)
                     self.set_aside.append((Path(err.path), moved))
-                    self.say(f"warning: --resume skips {err} Kept as '{moved}'.", err=True)
+                    self.say(f"warning: --resume skips {err.what} '{err.path}': {err.problem} Kept as '{moved}'.",
+                             err=True)
                 if problems:
                     self.say(f"warning: --resume continues from the newest intact checkpoint '{path}' instead.",
                              err=True)
