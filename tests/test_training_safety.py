@@ -248,3 +248,12 @@ def test_init_stage1_reads_our_checkpoint_and_names_a_truncated_one(run, tmp_pat
     with pytest.raises(TrainingFileError, match="stage-1 network .init.stage1.*damaged") as info:
         read_stage1(str(path))
     assert info.value.kind == "damaged"
+
+
+def test_evaluate_weight_file_payload_never_runs(faces, tmp_path, capsys):
+    evil, marker = payload(tmp_path, "arcface_resnet18.pth", "pickle", checkpoint_like=False)
+    code = main(["evaluate", "--restored", str(faces), "--gt", str(faces), "--arcface", str(evil), "--no-fid",
+                 "--out", str(tmp_path / "report")])
+    err = capsys.readouterr().err
+    assert code == 2 and not marker.exists()
+    assert str(evil) in err and "--arcface" in err and "run code" in err
