@@ -84,7 +84,7 @@ def safe_load(path: str | Path, what: str, *, fix_damaged: str, fix_missing: str
 def translate(err, path: Path, what: str, fix_damaged: str) -> TrainingFileError:
     """The node pack's WeightLoadError, reworded for `what` (a training file)."""
     problem = err.problem
-    if "execute code" in problem:
+    if err.kind == "code" and "TorchScript" not in err.layout:
         found = _IMPORTS.search(problem)
         names = found.group(1) if found else "globals torch does not allow"
         text = (f"loading it would run code: its pickle imports {names}, which a training file never needs. "
@@ -93,9 +93,9 @@ def translate(err, path: Path, what: str, fix_damaged: str) -> TrainingFileError
             text += (" (Checkpoints of the earlier format 1 kept the NumPy RNG state as an array, which cannot "
                      "be read without allowing NumPy's unpickling code.)")
         return TrainingFileError(path, what, text, CODE_FIX, kind="code")
-    if "damaged" in problem or "empty" in problem:
+    if err.kind in ("damaged", "limit"):
         return TrainingFileError(path, what, problem, fix_damaged, kind="damaged")
-    if "TorchScript" in problem:
+    if "TorchScript" in err.layout:
         return TrainingFileError(path, what, "it is a TorchScript program, not a checkpoint; it was not loaded.",
                                  fix_damaged, kind="wrong_kind")
     return TrainingFileError(path, what, problem, fix_damaged, kind="wrong_kind")

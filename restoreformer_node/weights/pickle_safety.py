@@ -175,6 +175,7 @@ def _refuse_code(path: str, container: str, names: list[str], how: str = "") -> 
         "this file, save only the state dict (or safetensors) instead. If it came from somewhere "
         "unexpected, delete it.",
         layout=container,
+        kind="code",
     )
 
 
@@ -190,7 +191,8 @@ def _refuse_unbuilt(path: str, container: str, detail: str, *, limit: bool) -> W
     else:
         problem = f"the file is damaged or truncated, or was altered after torch.save wrote it: {detail}"
         fix = "download the file again and compare its size with the one on the release page, or " + _OFFICIAL + "."
-    return WeightLoadError(path, problem + ". Nothing in it was built or run.", fix, layout=container)
+    return WeightLoadError(path, problem + ". Nothing in it was built or run.", fix, layout=container,
+                           kind="limit" if limit else "damaged")
 
 
 def _damaged(path: str, container: str, error: BaseException) -> WeightLoadError:
@@ -203,6 +205,7 @@ def _damaged(path: str, container: str, error: BaseException) -> WeightLoadError
         f"the file is damaged or truncated and could not be read ({type(error).__name__}: {reason}).",
         "download the file again and compare its size with the one on the release page.",
         layout=container,
+        kind="damaged",
     )
 
 
@@ -227,6 +230,7 @@ def _scan_zip(path: str, container: str, limits: ScanLimits) -> PickleScan:
             "this is a TorchScript program, not a weight file; loading it would run its code, so it was not loaded.",
             "use a state-dict file (.ckpt, .pth or .safetensors; see the README).",
             layout="TorchScript archive",
+            kind="wrong_kind",
         ) from None
     except ArchiveRefused as error:
         raise _refuse_unbuilt(path, container, str(error), limit=error.limit is not None) from None

@@ -69,6 +69,7 @@ def _container(path: str) -> str:
             path,
             "the file is empty (0 bytes), probably an interrupted download.",
             f"delete it and download it again ({_WHERE_TO_GET}).",
+            kind="damaged",
         )
     # safetensors first: its 8-byte header length may itself start with 0x80.
     if len(head) >= 9 and head[8:9] == b"{":
@@ -87,6 +88,7 @@ def _container(path: str) -> str:
         "a PyTorch zip checkpoint nor a pickle. It may be damaged, or an HTML page saved in place of "
         "the download.",
         f"download the file again ({_WHERE_TO_GET}).",
+        kind="damaged",
     )
 
 
