@@ -19,6 +19,8 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs")
 # aligned crop shows beyond the image edge.
 DEFAULT_FEATHER = 40.0
 DEFAULT_ERODE = 8.0
+MAX_FEATHER = 256.0
+MAX_ERODE = 200.0
 COLOR_MATCH_MODES = ("none", "mean", "mean_std")
 BORDER_MODES = ("constant", "edge", "reflect")
 
@@ -38,7 +40,9 @@ DEFAULT_TRACK_GAP = 5
 # Order of the tiles of the dictionary atlas.
 ATLAS_ORDERS = ("index", "usage", "similarity")
 
-# Image files the command line reads.
+# Image files the command line reads, and the most pixels one may have (--max-pixels): a few
+# hundred bytes of PNG can declare a 13000x13000 image, which would take gigabytes to restore.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+DEFAULT_MAX_PIXELS = 50_000_000
 # Video files `restore --sequence` reads frame by frame (through OpenCV's FFmpeg).
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")

@@ -31,6 +31,20 @@ def grace_hopper() -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory):
+    """A randomly initialised RestoreFormer at the tiny test geometry, saved as .safetensors by
+    the pack (pretrained weights cannot be had offline)."""
+    from helpers.models import random_restoreformer
+
+    from restoreformer_node.weights import save_restoreformer
+
+    net = random_restoreformer()
+    path = tmp_path_factory.mktemp("models") / "tiny_rf.safetensors"
+    save_restoreformer(net, path, net.config)
+    return path
+
+
+@pytest.fixture(scope="session")
 def mtcnn():
     """The default face detector (MTCNN: its weights ship in the facenet-pytorch wheel)."""
     from restoreformer_node.faces.detection import load_detector

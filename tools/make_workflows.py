@@ -361,8 +361,9 @@ def segs_and_upscale() -> dict:
             {"key": "upscaler", "type": LOAD_UPSCALER, "pos": [X[2], 200], "widgets": {"model_name": DEFAULT_UPSCALER}},
             _model([X[2], 340]),
             {"key": "restore", "type": RESTORE, "pos": [X[3], 0]},
-            {"key": "save", "type": "SaveImage", "pos": [X[4], 0], "widgets": {"filename_prefix": "restoreformer/upscaled"}},
-            {"key": "report", "type": "PreviewAny", "pos": [X[4], 420], "title": "What was done"},
+            {"key": "save", "type": "SaveImage", "pos": [X[4], 0], "widgets": {"filename_prefix": "restoreformer/upscaled"},
+             "size": PREVIEW},
+            _preview("report", [X[4], 420], "What was done", TEXT_PREVIEW, "PreviewAny"),
         ],
         "links": [
             ("image", "IMAGE", "detect", "images"),

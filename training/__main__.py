@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stage2": ("training.stage2", "train RestoreFormer / RF++ or a Table-4 ablation (Sec. 3.1, Eq. 13)"),
     "landmarks": ("training.landmarks", "detect five landmarks per dataset image (for the component losses)"),
     "evaluate": ("training.evaluate", "restore a test set and report PSNR, SSIM, FID, LPIPS and IDD"),
+    "demo-data": ("training.demo_data", "write a few synthetic faces to try the tiny CPU presets on"),
 }
 
 
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         p.set_defaults(_module=module)
     args = parser.parse_args(argv)
     from .config import ConfigError
+    from .errors import DataError, TrainingFileError, one_line
     from .trainer import NonFiniteLossError
 
     try:
@@ -35,8 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (ConfigError, FileNotFoundError, TrainingFileError, DataError) as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     finally:
         from .distributed import cleanup

@@ -30,13 +30,16 @@ class RunConfig:
 
     `batch_size` is the GLOBAL batch per optimiser step (the paper's 16). Each process takes
     batch_size / (world_size * grad_accum) images per micro-batch, so a run gives the same
-    result on 1 or N processes.
+    result on 1 or N processes. `batch_per_process` > 0 instead fixes the images per process and
+    micro-batch, as the released code does (4 per GPU): the global batch is then
+    batch_per_process x processes x grad_accum and grows with the number of processes.
     """
 
     out_dir: str = "runs/stage1"
     seed: int = 0
     steps: int = 800_000
     batch_size: int = 16
+    batch_per_process: int = 0  # > 0: images per process and micro-batch; batch_size is then not used
     grad_accum: int = 1
     precision: str = "bf16"  # "bf16" (autocast on CUDA; fp32 on CPU) or "fp32"
     num_workers: int = 4
@@ -57,6 +60,9 @@ class DataConfig:
     root: str = "datasets/ffhq512"
     size: int = 512
     hflip: bool = True
+    # False: every image must already be size x size (aligned faces, FFHQ at 512); another size is an
+    # error that names the file. True: centre square crop and bicubic resize on load (any photos).
+    resize: bool = False
     extensions: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
@@ -78,8 +84,8 @@ class DegradationConfig:
     jpeg_quality: tuple[int, int] = (60, 100)
     # RF++ extended degradation (all off in the paper preset).
     shift_prob: float = 0.0
-    shift_max: int = 64  # px at 512; scaled with the image size
-    shift_unit: int = 32  # px at 512; shifts are multiples of this
+    shift_max: int = 32  # px at 512 (released RF++: +-32); scaled with the image size
+    shift_unit: int = 1  # px at 512 (released RF++: 1); shifts are multiples of this
     haze_prob: float = 0.0
     haze_alpha: tuple[float, float] = (0.75, 0.95)
     mix_prob: float = 0.0
@@ -96,11 +102,25 @@ DEGRADATION_PRESETS: dict[str, dict[str, Any]] = {
         anisotropic_prob=0.5,
         downsample=(0.8, 8.0),
         shift_prob=0.2,
+        shift_max=32,
+        shift_unit=1,
         haze_prob=0.008,
         mix_prob=0.1,
         gray_prob=0.008,
     ),
 }
+
+
+@dataclass
+class AugmentConfig:
+    """Stage 1's ground-truth augmentation after the flip (all off by default). The released RF++
+    dictionary config (ROHQD) shifts with probability 0.2 by +-32 px in 1 px steps (sizes at 512 px,
+    scaled with the image size; symmetric mirroring fills the border) and turns 0.8% of the faces gray."""
+
+    shift_prob: float = 0.0
+    shift_max: int = 32
+    shift_unit: int = 1
+    gray_prob: float = 0.0
 
 
 @dataclass
@@ -135,9 +155,14 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    """Adam with a step schedule (stepped once per optimiser step, never per epoch)."""
+    """Adam with a step schedule (stepped once per optimiser step, never per epoch).
+
+    `lr_per_image` > 0 replaces `lr` with the released code's rule: lr = lr_per_image x images per
+    optimiser step (its base_learning_rate x accumulate_grad_batches x GPUs x nodes x batch per GPU).
+    """
 
     lr: float = 7e-5
+    lr_per_image: float = 0.0
     betas: tuple[float, float] = (0.5, 0.9)
     weight_decay: float = 0.0
     lr_milestones: tuple[int, ...] = (600_000,)
@@ -178,6 +203,12 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         return value
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):
+        # YAML 1.1 (PyYAML) reads 1e9 or 1.0e9 (no sign in the exponent) as a string.
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if tp is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if tp is int and isinstance(value, float) and value.is_integer():
@@ -288,11 +319,14 @@ class PerceptualConfig:
     criterion: str = "mse"
     vgg_weights: str = ""  # local torchvision VGG file (vgg19-dcbb9e9d.pth or vgg16-397923af.pth)
     lpips_heads: str = ""  # local lpips linear heads (lpips/weights/v0.1/vgg.pth)
+    # The released RF code's LPIPS "style" term (Gram matrices of the LPIPS features, x 1e9 there),
+    # added outside the adaptive weight's reconstruction term; LPIPS only, 0 = off.
+    style_weight: float = 0.0
 
 
 @dataclass
 class DiscriminatorConfig:
-    """PatchGAN with an adaptive weight, started late (released code: step 30,001, weight 0.8)."""
+    """PatchGAN with an adaptive weight, started late (released code: global step 30,001, weight 0.8)."""
 
     layers: int = 3
     filters: int = 64
@@ -301,7 +335,9 @@ class DiscriminatorConfig:
     weight: float = 0.8
     adaptive_weight: bool = True
     adaptive_max: float = 1e4
-    start_step: int = 30_000  # optimiser steps are counted from 0: step 30,000 is the 30,001st
+    # First optimiser step (counted from 0, as Lightning's global_step) with the adversarial terms; the
+    # released code's adopt_weight zeroes them while global_step < disc_start (30,001 in stage 1).
+    start_step: int = 30_001
 
 
 def apply_overrides(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:

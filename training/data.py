@@ -21,7 +21,8 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from .config import DataConfig
-from .degradation import Degradation
+from .degradation import Degradation, GtAugment
+from .errors import DataError
 
 
 class SampleKey(NamedTuple):
@@ -42,42 +43,80 @@ def list_images(root: str | Path, extensions: Sequence[str]) -> list[Path]:
     """All image files under `root` (any depth), sorted by their relative path."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"data.root {str(root)!r} is not a folder; point it at a folder of face images")
+        raise FileNotFoundError(
+            f"data.root '{root}' is not a folder; point data.root at a folder of aligned face images "
+            "(see training/README.md, 'Data')"
+        )
     exts = {e.lower() for e in extensions}
     files = sorted((p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in exts),
                    key=lambda p: p.relative_to(root).as_posix())
     if not files:
-        raise FileNotFoundError(f"data.root {str(root)!r} holds no images with extensions {sorted(exts)}")
+        raise DataError(
+            f"data.root '{root}' holds no images with extensions {sorted(exts)} (searched all sub-folders); "
+            "put the face images there or fix data.root / data.extensions"
+        )
     return files
 
 
-def load_image(path: Path, size: int) -> torch.Tensor:
-    """Read an image as RGB [3, size, size] float32 in [0, 1]: centre square crop, then a bicubic
-    resize (PIL, antialiased) when it is not already `size`."""
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        w, h = im.size
-        if w != h:
-            side = min(w, h)
-            left, top = (w - side) // 2, (h - side) // 2
-            im = im.crop((left, top, left + side, top + side))
-        if im.size != (size, size):
-            im = im.resize((size, size), Image.Resampling.BICUBIC)
-        array = np.asarray(im, dtype=np.uint8)
+def check_images(files: Sequence[Path], size: int, resize: bool) -> None:
+    """Open every image's header (no pixel decoding): an unreadable file, or with `resize` off one
+    that is not size x size, is a DataError naming it. Runs once when a dataset is built."""
+    for path in files:
+        try:
+            with Image.open(path) as im:
+                w, h = im.size
+        except Exception as err:
+            raise DataError(f"image '{path}' cannot be read ({type(err).__name__}: {err}); replace or "
+                            "remove the file") from None
+        if not resize and (w, h) != (size, size):
+            raise DataError(
+                f"image '{path}' is {w}x{h}, but data.size is {size}: training expects aligned faces of "
+                f"exactly {size}x{size} (FFHQ at 512); resize the dataset (see training/README.md), or set "
+                "data.resize: true to centre-crop and resize every image on load"
+            )
+
+
+def load_image(path: Path, size: int, resize: bool = True) -> torch.Tensor:
+    """Read an image as RGB [3, size, size] float32 in [0, 1]. With `resize`: centre square crop,
+    then a bicubic resize (PIL, antialiased) when it is not already `size`; without: an image of
+    another size is a DataError. Unreadable or truncated files are DataErrors naming the file."""
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            w, h = im.size
+            if (w, h) != (size, size) and not resize:
+                raise DataError(f"image '{path}' is {w}x{h}, but data.size is {size}; resize the dataset or "
+                                "set data.resize: true")
+            if w != h:
+                side = min(w, h)
+                left, top = (w - side) // 2, (h - side) // 2
+                im = im.crop((left, top, left + side, top + side))
+            if im.size != (size, size):
+                im = im.resize((size, size), Image.Resampling.BICUBIC)
+            array = np.asarray(im, dtype=np.uint8)
+    except DataError:
+        raise
+    except Exception as err:  # PIL: unidentified, truncated, decoder errors
+        raise DataError(f"image '{path}' cannot be read ({type(err).__name__}: {err}); replace or remove "
+                        "the file") from None
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255
 
 
 class FaceDataset(Dataset):
     """Face images from a folder, addressed by `SampleKey` (or a plain index: epoch 0).
 
-    Returns {"gt": [3, S, S], "lq": [3, S, S] (when a degradation is given), "index": int,
-    "number": int}, images in [0, 1]. Stage 1 uses "gt" only; stage 2 uses both.
+    Returns {"gt": [3, S, S], "lq": [3, S, S] and "shift": [2] (dx, dy px the degradation moved the
+    face; when a degradation is given), "index": int, "number": int}, images in [0, 1]. Stage 1 uses
+    "gt" only (with `augment`, its RF++ ground-truth augmentation); stage 2 uses both.
     """
 
-    def __init__(self, cfg: DataConfig, degradation: Degradation | None = None, seed: int = 0) -> None:
+    def __init__(self, cfg: DataConfig, degradation: Degradation | None = None, seed: int = 0,
+                 augment: GtAugment | None = None) -> None:
         self.cfg = cfg
         self.files = list_images(cfg.root, cfg.extensions)
+        check_images(self.files, cfg.size, cfg.resize)
         self.degradation = degradation
+        self.augment = augment if augment is not None and augment.active else None
         self.seed = seed
 
     def __len__(self) -> int:
@@ -87,13 +126,16 @@ class FaceDataset(Dataset):
         if not isinstance(key, SampleKey):
             key = SampleKey(int(key), 0, int(key))
         g = sample_generator(self.seed, key.epoch, key.index)
-        gt = load_image(self.files[key.index], self.cfg.size)
+        gt = load_image(self.files[key.index], self.cfg.size, self.cfg.resize)
         if self.cfg.hflip and torch.rand((), generator=g) < 0.5:
             gt = gt.flip(-1)
+        if self.augment is not None:
+            gt = self.augment(gt, g)
         out = {"index": key.index, "number": key.number}
         if self.degradation is not None:
-            gt, lq = self.degradation(gt, g)
+            gt, lq, shift = self.degradation.apply(gt, g)
             out["lq"] = lq
+            out["shift"] = torch.tensor(shift, dtype=torch.float32)
         out["gt"] = gt
         return out
 

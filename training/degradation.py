@@ -11,6 +11,7 @@ and stage 2 can rebuild or reuse them.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ class DegradationParams:
     noise_sigma: float  # delta, 0-255 scale
     noise_seed: int  # seeds the noise field (torch.randn on the CPU)
     jpeg_quality: int
+    haze_alpha: float | None = None  # RF++ haze right after the blur: x * alpha + (1 - alpha); None = none
 
 
 def gaussian_kernel(size: int, sigma_x: float, sigma_y: float | None = None, theta: float = 0.0) -> torch.Tensor:
@@ -90,11 +92,38 @@ def gray(image: torch.Tensor) -> torch.Tensor:
     return (image * weights).sum(0, keepdim=True).expand(3, -1, -1).contiguous()
 
 
+def symmetric_indices(n: int, pad: int) -> torch.Tensor:
+    """Source index of each position of a length-n axis padded by `pad` on both sides, mirrored with
+    the edge sample repeated (numpy's `mode="symmetric"`, which the released RF++ shift uses)."""
+    i = torch.arange(-pad, n + pad) % (2 * n)
+    return torch.where(i >= n, 2 * n - 1 - i, i)
+
+
+def shift_image(image: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
+    """Move the content of [C, H, W] by (dx, dy) px (right, down); the border that opens is filled by
+    symmetric mirroring. A point at (x, y) lands at (x + dx, y + dy)."""
+    _, h, w = image.shape
+    rows = symmetric_indices(h, abs(dy))[abs(dy) - dy : abs(dy) - dy + h]
+    cols = symmetric_indices(w, abs(dx))[abs(dx) - dx : abs(dx) - dx + w]
+    return image[:, rows][:, :, cols].contiguous()
+
+
+def draw_shift(g: torch.Generator, shift_max: int, shift_unit: int, px: float) -> tuple[int, int]:
+    """(dx, dy): independent whole multiples of the unit in [-shift_max, shift_max] (sizes at 512 px,
+    scaled by `px`), as the released RF++ code draws them (+-32 px in 1 px steps at 512)."""
+    unit = max(1, round(shift_unit * px))
+    steps = int(round(shift_max * px)) // unit
+    dy, dx = _randint(g, -steps, steps) * unit, _randint(g, -steps, steps) * unit
+    return dx, dy
+
+
 def degrade(gt: torch.Tensor, p: DegradationParams) -> torch.Tensor:
     """Eq. 19 for fixed parameters: [3, H, W] in [0, 1] -> degraded [3, H, W] on the uint8 grid."""
     _, h, w = gt.shape
     size = min(p.kernel_size, 2 * (min(h, w) // 2) - 1)  # keep the reflect padding valid
     x = blur(gt, gaussian_kernel(size, p.sigma_x, p.sigma_y, p.theta))
+    if p.haze_alpha is not None:  # where the released RF++ code hazes: after the blur, before resizing
+        x = x * p.haze_alpha + (1 - p.haze_alpha)
     small_h, small_w = max(1, int(h / p.scale)), max(1, int(w / p.scale))
     x = resize(x, small_h, small_w)
     if p.noise_sigma > 0:
@@ -142,7 +171,7 @@ class Degradation:
         else:
             sx = sy = _uniform(g, *cfg.blur_sigma)
             theta = 0.0
-        return DegradationParams(
+        params = DegradationParams(
             kernel_size=kernel,
             sigma_x=sx,
             sigma_y=sy,
@@ -152,13 +181,24 @@ class Degradation:
             noise_seed=_randint(g, 0, 2**62),
             jpeg_quality=_randint(g, *cfg.jpeg_quality),
         )
+        if cfg.haze_prob > 0 and _uniform(g, 0, 1) < cfg.haze_prob:  # per degraded copy, as released RF++
+            params = dataclasses.replace(params, haze_alpha=_uniform(g, *cfg.haze_alpha))
+        return params
 
     def __call__(self, gt: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        gt, lq, _ = self.apply(gt, g)
+        return gt, lq
+
+    def apply(self, gt: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+        """(gt, lq, (dx, dy)): gt may change too (RF++ shift and grayscale); (dx, dy) is how far the
+        shift moved the content (0, 0 without one), so landmarks can move with the face."""
         cfg = self.cfg
         _, h, w = gt.shape
         px = min(h, w) / 512  # config sizes are given at 512 px
+        dx = dy = 0
         if cfg.shift_prob > 0 and _uniform(g, 0, 1) < cfg.shift_prob:
-            gt = self.shift(gt, g, px)
+            dx, dy = draw_shift(g, cfg.shift_max, cfg.shift_unit, px)
+            gt = shift_image(gt, dx, dy)
         lq = degrade(gt, self.sample(g))
         if cfg.mix_prob > 0 and _uniform(g, 0, 1) < cfg.mix_prob:
             other = degrade(gt, self.sample(g))
@@ -167,23 +207,26 @@ class Degradation:
             top, left = _randint(g, 0, h - side), _randint(g, 0, w - side)
             lq = lq.clone()
             lq[:, top : top + side, left : left + side] = other[:, top : top + side, left : left + side]
-        if cfg.haze_prob > 0 and _uniform(g, 0, 1) < cfg.haze_prob:
-            alpha = _uniform(g, *cfg.haze_alpha)
-            lq = to_uint8(lq * alpha + (1 - alpha)).to(gt.dtype) / 255
         if cfg.gray_prob > 0 and _uniform(g, 0, 1) < cfg.gray_prob:
             gt, lq = gray(gt), gray(lq)
-        return gt, lq
+        return gt, lq, (dx, dy)
 
-    def shift(self, gt: torch.Tensor, g: torch.Generator, px: float) -> torch.Tensor:
-        """Move the face by a whole number of `shift_unit`s up to `shift_max`, mirroring the border."""
-        unit = max(1, round(self.cfg.shift_unit * px))
-        steps = int(round(self.cfg.shift_max * px)) // unit
-        if steps == 0:
-            return gt
-        dy, dx = _randint(g, -steps, steps) * unit, _randint(g, -steps, steps) * unit
-        pad = steps * unit
-        _, h, w = gt.shape
-        padded = F.pad(gt[None], (pad, pad, pad, pad), mode="reflect")[0] if pad < min(h, w) else gt
-        if padded is gt:
-            return gt
-        return padded[:, pad + dy : pad + dy + h, pad + dx : pad + dx + w].contiguous()
+
+class GtAugment:
+    """Stage 1's ground-truth augmentation for RF++ (the released ROHQD config): after the flip, a
+    shift with probability `shift_prob` (as `Degradation`'s), then grayscale with `gray_prob`."""
+
+    def __init__(self, cfg) -> None:
+        self.cfg = cfg
+
+    @property
+    def active(self) -> bool:
+        return self.cfg.shift_prob > 0 or self.cfg.gray_prob > 0
+
+    def __call__(self, gt: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        cfg = self.cfg
+        if cfg.shift_prob > 0 and _uniform(g, 0, 1) < cfg.shift_prob:
+            gt = shift_image(gt, *draw_shift(g, cfg.shift_max, cfg.shift_unit, min(gt.shape[-2:]) / 512))
+        if cfg.gray_prob > 0 and _uniform(g, 0, 1) < cfg.gray_prob:
+            gt = gray(gt)
+        return gt

@@ -8,11 +8,15 @@ dictionaries (fusion "self") included.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
 
 from restoreformer_node.model import RestoreFormerConfig
+
+from .errors import TrainingFileError
+from .safe_io import read_checkpoint
 
 
 def save_weights(state_dict: dict[str, torch.Tensor], path: str | Path, config: RestoreFormerConfig,
@@ -24,25 +28,32 @@ def save_weights(state_dict: dict[str, torch.Tensor], path: str | Path, config: 
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, module: str | None = None) -> Path:
-    """Checkpoint written by the Trainer -> .safetensors of its network. Returns the path."""
+    """Checkpoint written by the Trainer -> .safetensors of its network. Returns the path.
+
+    The checkpoint is read weights-only (training/safe_io.py): a file that carries code is refused
+    without running it. Given a run folder, the newest intact checkpoint is exported and any newer
+    damaged one is named on stderr."""
     checkpoint = Path(checkpoint)
-    if checkpoint.is_dir():  # a run folder or its checkpoints folder: take the newest
-        from .trainer import list_checkpoints
+    if checkpoint.is_dir():  # a run folder or its checkpoints folder: take the newest intact one
+        from .trainer import newest_intact_checkpoint
 
         folder = checkpoint / "checkpoints" if (checkpoint / "checkpoints").is_dir() else checkpoint
-        found = list_checkpoints(folder)
-        if not found:
-            raise FileNotFoundError(f"no step_*.pt checkpoint in {str(folder)!r}")
-        checkpoint = found[-1][1]
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"checkpoint {str(checkpoint)!r} does not exist")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        checkpoint, state, problems = newest_intact_checkpoint(folder)
+        for err in problems:
+            print(f"warning: export skips {err.what} '{err.path}': {err.problem}", file=sys.stderr)
+        if problems:
+            print(f"warning: exporting the newest intact checkpoint '{checkpoint}' instead", file=sys.stderr)
+    else:
+        state = read_checkpoint(checkpoint, fix_damaged="pass another step_*.pt of the run, or the run folder "
+                                "(its newest intact checkpoint is taken).")
     info = state.get("export")
     if not info:
-        raise ValueError(f"checkpoint {str(checkpoint)!r} names no exportable network (task {state.get('task')!r})")
+        raise TrainingFileError(checkpoint, "training checkpoint", f"it names no exportable network (task "
+                                f"{state.get('task')!r}).", "export a stage1 or stage2 checkpoint.")
     name = module or info["module"]
     if name not in state["modules"]:
-        raise KeyError(f"checkpoint has no module {name!r}; it has {sorted(state['modules'])}")
+        raise TrainingFileError(checkpoint, "training checkpoint", f"it has no module {name!r}; it has "
+                                f"{sorted(state['modules'])}.", "pass one of those to --module.")
     config = RestoreFormerConfig.from_json(info["config"])
     return save_weights(state["modules"][name], out, config, source=f"{checkpoint.name}@step{state['step']}")
 

@@ -3,7 +3,9 @@
     L_Dict = L1 + lambda_per L_per + lambda_adv L_adv + lambda_d L_codebook + lambda_c L_commit   (Eq. 18)
 
 with L_codebook = ||sg[Z_h] - Z_p||^2 (moves the dictionary) and L_commit = ||Z_h - sg[Z_p]||^2
-(keeps the encoder near it), weights 1.0 and 0.25 as the paper gives them. The network is the
+(keeps the encoder near it), weights 1.0 and 0.25 as the paper gives them (the released code has
+them the other way round: its quantiser puts beta = 0.25 on the dictionary term and 1.0 on the
+commitment term; `stage1_released.yaml` does the same). The network is the
 model core's RestoreFormer with `fusion="self"` (its decoder attention is self-attention), so
 its weights export straight into the format the nodes load and stage 2 initialises from.
 """
@@ -21,6 +23,7 @@ from restoreformer_node.model import RestoreFormer, RestoreFormerConfig
 from restoreformer_node.model.blocks import AttentionBlock
 
 from .config import (
+    AugmentConfig,
     DataConfig,
     DegradationConfig,
     DiscriminatorConfig,
@@ -33,6 +36,7 @@ from .config import (
     to_dict,
 )
 from .data import FaceDataset
+from .degradation import GtAugment
 from .losses import (
     PatchDiscriminator,
     adaptive_weight,
@@ -61,6 +65,8 @@ class Stage1Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: Stage1LossConfig = field(default_factory=Stage1LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    # Ground-truth augmentation after the flip (the released RF++ dictionary: shift and gray).
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     # Not used by stage-1 training (it sees undegraded faces); `samples` and stage 2 read it.
     degradation: DegradationConfig = field(default_factory=DegradationConfig)
 
@@ -110,20 +116,21 @@ class Stage1(Task):
         disc = PatchDiscriminator(3, dcfg.filters, dcfg.layers, dcfg.norm)
         trainer.add_module("discriminator", disc)
         self.perceptual = None
-        if cfg.loss.perceptual.weight > 0:
+        if cfg.loss.perceptual.weight > 0 or cfg.loss.perceptual.style_weight > 0:
             self.perceptual = build_perceptual(cfg.loss.perceptual, cfg.loss.allow_random_loss_networks)
             self.perceptual.to(trainer.device)
         o = cfg.optim
         schedule = step_schedule(o)
+        lr = trainer.learning_rate(o)
         trainer.add_optimizer(
             "generator",
-            torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=o.lr, betas=o.betas,
+            torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=lr, betas=o.betas,
                              weight_decay=o.weight_decay),
             schedule,
         )
         trainer.add_optimizer(
             "discriminator",
-            torch.optim.Adam(disc.parameters(), lr=o.disc_lr if o.disc_lr is not None else o.lr, betas=o.disc_betas),
+            torch.optim.Adam(disc.parameters(), lr=o.disc_lr if o.disc_lr is not None else lr, betas=o.disc_betas),
             schedule,
         )
         if dcfg.loss not in ("hinge", "vanilla"):
@@ -135,33 +142,55 @@ class Stage1(Task):
         return d.weight > 0 and step >= d.start_step
 
     # ---- phases -------------------------------------------------------------------------------
-    def generator_loss(self, trainer: Trainer, batch: dict, state: dict):
+    def generator_terms(self, trainer: Trainer, batch: dict, state: dict | None = None) -> dict[str, torch.Tensor]:
+        """The unweighted terms of Eq. 18 at this step: l1, perceptual (and the LPIPS style term when
+        its weight is set), codebook, commitment, and adv once the discriminator has started."""
         lc = self.cfg.loss
         x = batch["gt"] * 2 - 1
         xrec, z, entries = trainer.wrapped["generator"](x)
         xrec = xrec.float()
-        l1 = (x - xrec).abs().mean()
-        rec = lc.l1_weight * l1
-        logs: dict[str, torch.Tensor] = {"l1": l1.detach()}
+        terms: dict[str, torch.Tensor] = {"l1": (x - xrec).abs().mean()}
         if self.perceptual is not None:
-            per = self.perceptual(xrec, x)
-            rec = rec + lc.perceptual.weight * per
-            logs["perceptual"] = per.detach()
-        codebook = F.mse_loss(entries.float(), z.detach().float())
-        commit = F.mse_loss(z.float(), entries.detach().float())
-        loss = rec + lc.codebook_weight * codebook + lc.commitment_weight * commit
-        logs |= {"rec": rec.detach(), "codebook": codebook.detach(), "commitment": commit.detach()}
+            if lc.perceptual.style_weight > 0:
+                terms["perceptual"], terms["lpips_style"] = self.perceptual.with_style(xrec, x)
+            else:
+                terms["perceptual"] = self.perceptual(xrec, x)
+        terms["codebook"] = F.mse_loss(entries.float(), z.detach().float())
+        terms["commitment"] = F.mse_loss(z.float(), entries.detach().float())
         if self.disc_active(trainer.step):
+            terms["g_adv"] = generator_loss(trainer.modules["discriminator"](xrec).float())
+        if state is not None:
+            state["fake"] = xrec.detach()
+        return terms
+
+    def weighted_terms(self, trainer: Trainer, terms: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
+                                                                                    torch.Tensor | None]:
+        """(each term times its weight, as the loss sums them; the adversarial weight or None). The
+        adaptive adversarial weight compares against rec = l1 + perceptual (the released code's nll)."""
+        lc = self.cfg.loss
+        weights = {"l1": lc.l1_weight, "perceptual": lc.perceptual.weight, "lpips_style": lc.perceptual.style_weight,
+                   "codebook": lc.codebook_weight, "commitment": lc.commitment_weight}
+        weighted = {k: weights[k] * v for k, v in terms.items() if k != "g_adv"}
+        adv_weight = None
+        if "g_adv" in terms:
             d = lc.discriminator
-            g_adv = generator_loss(trainer.modules["discriminator"](xrec).float())
+            rec = weighted["l1"] + weighted.get("perceptual", 0.0)
             if d.adaptive_weight:
                 last = trainer.modules["generator"].decoder.conv_out.weight
-                weight = adaptive_weight(rec, g_adv, last, max_weight=d.adaptive_max) * d.weight
+                adv_weight = adaptive_weight(rec, terms["g_adv"], last, max_weight=d.adaptive_max) * d.weight
             else:
-                weight = torch.tensor(d.weight, device=x.device)
-            loss = loss + weight * g_adv
-            logs |= {"g_adv": g_adv.detach(), "adv_weight": weight.detach()}
-        state["fake"] = xrec.detach()
+                adv_weight = torch.tensor(d.weight, device=terms["g_adv"].device)
+            weighted["g_adv"] = adv_weight * terms["g_adv"]
+        return weighted, adv_weight
+
+    def generator_loss(self, trainer: Trainer, batch: dict, state: dict):
+        terms = self.generator_terms(trainer, batch, state)
+        weighted, adv_weight = self.weighted_terms(trainer, terms)
+        loss = sum(weighted.values())
+        logs = {k: v.detach() for k, v in terms.items()}
+        logs["rec"] = (weighted["l1"] + weighted.get("perceptual", 0.0)).detach()
+        if adv_weight is not None:
+            logs["adv_weight"] = adv_weight.detach()
         logs["loss"] = loss.detach()
         return loss, logs
 
@@ -205,7 +234,7 @@ class Stage1(Task):
 
 def build(cfg: Stage1Config, config_dict: dict | None = None) -> Trainer:
     """A ready Trainer for stage 1 (dataset of undegraded faces, no degradation)."""
-    dataset = FaceDataset(cfg.data, degradation=None, seed=cfg.run.seed)
+    dataset = FaceDataset(cfg.data, degradation=None, seed=cfg.run.seed, augment=GtAugment(cfg.augment))
     return Trainer(cfg.run, Stage1(cfg), dataset, config_dict if config_dict is not None else to_dict(cfg))
 
 

@@ -14,6 +14,7 @@ decoder attention come from it, the dictionary is frozen, and blocks stage 1 doe
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from restoreformer_node.model.blocks import AttentionBlock
 from restoreformer_node.model.fusion import SELF_ATTENTION
 
 from .config import (
+    ConfigError,
     DataConfig,
     DegradationConfig,
     DiscriminatorConfig,
@@ -41,10 +43,12 @@ from .config import (
 )
 from .data import FaceDataset, SampleKey, sample_generator
 from .degradation import Degradation
+from .errors import DataError, TrainingFileError
 from .landmarks import LandmarkTable, default_landmarks_path
 from .losses import PatchDiscriminator, adaptive_weight, build_perceptual, hinge_d_loss, vanilla_d_loss
 from .losses.components import (
     REGIONS,
+    STYLE_DISTANCES,
     ComponentDiscriminators,
     component_boxes,
     component_d_loss,
@@ -54,7 +58,16 @@ from .losses.components import (
     style_loss,
 )
 from .losses.identity import IdentityLoss, load_arcface
-from .trainer import Phase, Task, Trainer, step_schedule
+from .safe_io import (
+    CONTAINER_PICKLE,
+    CONTAINER_ZIP,
+    check_checkpoint,
+    container_of,
+    is_training_checkpoint,
+    safe_load,
+    translate,
+)
+from .trainer import Phase, Task, Trainer, newest_intact_checkpoint, step_schedule
 
 # ---- configuration ----------------------------------------------------------------------------
 
@@ -65,8 +78,10 @@ class ComponentLossConfig:
 
     weight: float = 1.0  # lambda_disc (released RF: 1.5, RF++: 1.0)
     style_weight: float = 2000.0  # lambda_style (released RF: 2000, RF++: 0)
-    style_distance: str = "l2"  # paper: squared L2 between Gram matrices; "l1": released code
-    style_level_weights: tuple[float, ...] = (0.5, 1.0)  # the two feature levels (released code)
+    # "l2_sum": the paper's squared L2 norm, summed over the Gram entries (mean over the batch);
+    # "l1": the released code's mean absolute difference; "l2": mean squared difference.
+    style_distance: str = "l2_sum"
+    style_level_weights: tuple[float, ...] = (1.0, 1.0)  # the two feature levels (released code: 0.5, 1.0)
     lr_scale: float = 1.0  # component discriminators' lr / optim.lr (released: 10)
     betas: tuple[float, float] = (0.9, 0.99)
 
@@ -94,9 +109,17 @@ class Stage2LossConfig:
 
 @dataclass
 class InitConfig:
-    """Where the stage-1 network comes from: a training checkpoint (.pt) or exported weights."""
+    """Where the stage-1 network comes from: a training checkpoint (.pt) or exported weights.
+
+    `discriminator`: "fresh" (a new PatchGAN) or "stage1" (the stage-1 run's image discriminator, as
+    the released code's init_from_ckpt copies `loss.discriminator.*`; needs a training checkpoint,
+    an export holds only the network). `stage1_heads`: the stage-1 network's head count, only for
+    files that do not record it (Lightning or bare state dicts); stage 2 refuses another count.
+    """
 
     stage1: str = ""
+    discriminator: str = "fresh"
+    stage1_heads: int = 0
     allow_random: bool = False  # tests only: start without stage-1 weights
 
 
@@ -149,7 +172,7 @@ class LandmarkFaceDataset(Dataset):
         self.landmarks = LandmarkTable.from_file(path, cfg.size)
         missing = self.landmarks.missing(self.names)
         if missing:
-            raise ValueError(
+            raise DataError(
                 f"landmarks file {str(path)!r} has no entry for {len(missing)} image(s) of {cfg.root!r}, e.g. "
                 f"{missing[:3]}; run `python -m training landmarks --root {cfg.root}` to add them"
             )
@@ -161,7 +184,8 @@ class LandmarkFaceDataset(Dataset):
         if not isinstance(key, SampleKey):
             key = SampleKey(int(key), 0, int(key))
         sample = self.base[key]
-        landmarks = self.landmarks(self.names[key.index])
+        # The RF++ shift moved the face: the landmarks move with it (as the released code moves its boxes).
+        landmarks = self.landmarks(self.names[key.index]) + sample.pop("shift")
         if self.hflip:
             g = sample_generator(self.seed ^ FLIP_SALT, key.epoch, key.index)
             if torch.rand((), generator=g) < 0.5:
@@ -188,29 +212,98 @@ class RestoreFormerTrainee(RestoreFormer):
         return out, q.z, q.entries
 
 
-def read_stage1_state(path: str) -> dict[str, torch.Tensor]:
-    """The network state dict of a stage-1 training checkpoint (.pt) or weight file (.safetensors,
-    or any layout `restoreformer_node.weights` reads)."""
+STAGE1_WHAT = "stage-1 network (init.stage1)"
+STAGE1_FIX = ("point init.stage1 at an intact stage-1 checkpoint (RUN/checkpoints/step_*.pt, or the run folder "
+              "for its newest intact one) or at its export (.safetensors).")
+
+
+@dataclass
+class Stage1Source:
+    """What stage 2 takes from a stage-1 file: the network's state dict, its RestoreFormerConfig when
+    the file records it (our checkpoints and exports do; Lightning or bare state dicts do not), and
+    the image discriminator's state dict when the file has one (our checkpoints: module
+    "discriminator"; a Lightning checkpoint of the released code: `loss.discriminator.*`)."""
+
+    path: Path
+    network: dict[str, torch.Tensor]
+    config: RestoreFormerConfig | None
+    discriminator: dict[str, torch.Tensor] | None
+
+
+def _from_training_checkpoint(path: Path, state: dict) -> Stage1Source:
+    check_checkpoint(state, path, STAGE1_WHAT, STAGE1_FIX)
+    if state.get("task") != "stage1":
+        raise TrainingFileError(path, STAGE1_WHAT, f"it is a {state.get('task')!r} checkpoint, not stage 1.",
+                                STAGE1_FIX)
+    export = state.get("export") or {}
+    module = export.get("module", "generator")
+    config = RestoreFormerConfig.from_json(export["config"]) if export.get("config") else None
+    return Stage1Source(path, state["modules"][module], config, state["modules"].get("discriminator"))
+
+
+def read_stage1(path: str) -> Stage1Source:
+    """Read init.stage1 without running any code it may carry (training/safe_io.py): a stage-1
+    training checkpoint (.pt; a folder means its newest intact one), our export (.safetensors), or a
+    state dict in any layout `restoreformer_node.weights` reads (e.g. a Lightning .ckpt)."""
+    from restoreformer_node.weights import LAYOUT_OURS, WeightLoadError, read_state_dict
+
     p = Path(path).expanduser()
-    if p.is_dir():  # a run folder or its checkpoints folder: the newest checkpoint
-        from .trainer import list_checkpoints
-
-        found = list_checkpoints(p / "checkpoints" if (p / "checkpoints").is_dir() else p)
-        if not found:
-            raise FileNotFoundError(f"init.stage1 = {path!r} is a folder without step_*.pt checkpoints")
-        p = found[-1][1]
+    if p.is_dir():  # a run folder or its checkpoints folder: the newest intact checkpoint
+        folder = p / "checkpoints" if (p / "checkpoints").is_dir() else p
+        p, state, problems = newest_intact_checkpoint(folder, STAGE1_WHAT)
+        for err in problems:
+            print(f"warning: stage 2 skips {err.what} '{err.path}': {err.problem}", file=sys.stderr)
+        if problems:
+            print(f"warning: stage 2 starts from the newest intact stage-1 checkpoint '{p}' instead", file=sys.stderr)
+        return _from_training_checkpoint(p, state)
     if not p.is_file():
-        raise FileNotFoundError(f"init.stage1 = {path!r} does not exist; point it at a stage-1 checkpoint or export")
-    if p.suffix == ".pt":
-        state = torch.load(p, map_location="cpu", weights_only=False)
-        if isinstance(state, dict) and str(state.get("format", "")).startswith("restoreformer-training-checkpoint"):
-            if state.get("task") != "stage1":
-                raise ValueError(f"init.stage1 = {path!r} is a {state.get('task')!r} checkpoint, not stage 1")
-            module = (state.get("export") or {}).get("module", "generator")
-            return state["modules"][module]
-    from restoreformer_node.weights import read_state_dict
+        raise FileNotFoundError(f"{STAGE1_WHAT} '{p}': the file does not exist. Fix: {STAGE1_FIX}")
+    discriminator = None
+    if container_of(p) in (CONTAINER_ZIP, CONTAINER_PICKLE):
+        obj = safe_load(p, STAGE1_WHAT, fix_damaged=STAGE1_FIX)
+        if is_training_checkpoint(obj):
+            return _from_training_checkpoint(p, obj)
+        lightning = obj.get("state_dict") if isinstance(obj, dict) else None
+        if isinstance(lightning, dict):
+            prefix = "loss.discriminator."
+            discriminator = {k[len(prefix):]: v for k, v in lightning.items() if k.startswith(prefix)} or None
+    try:
+        network, layout, metadata = read_state_dict(str(p))
+    except WeightLoadError as err:
+        raise translate(err, p, STAGE1_WHAT, STAGE1_FIX) from None
+    config = None
+    if layout == LAYOUT_OURS and metadata.get("config"):
+        config = RestoreFormerConfig.from_json(metadata["config"])
+    return Stage1Source(p, network, config, discriminator)
 
-    return read_state_dict(str(p))[0]
+
+def read_stage1_state(path: str) -> dict[str, torch.Tensor]:
+    """The network state dict of a stage-1 file (see `read_stage1`)."""
+    return read_stage1(path).network
+
+
+def check_heads(source: Stage1Source, net_cfg: RestoreFormerConfig, stated: int) -> None:
+    """Stage 2 starts from a stage-1 dictionary network with its own head count. Heads change no tensor
+    shape, so a mismatch would load silently; refuse it. `stated` (init.stage1_heads) stands in for
+    files that do not record their configuration."""
+    found = source.config.heads if source.config is not None else (stated or None)
+    if source.config is not None and stated and stated != source.config.heads:
+        raise TrainingFileError(source.path, STAGE1_WHAT, f"it records {source.config.heads} attention heads, but "
+                                f"init.stage1_heads says {stated}.", "remove init.stage1_heads (the file knows).")
+    if found is None:
+        raise TrainingFileError(
+            source.path, STAGE1_WHAT, "it does not record its attention head count, and heads change no tensor "
+            "shape, so it cannot be read from the weights.",
+            f"set init.stage1_heads to the head count stage 1 was trained with (this network has {net_cfg.heads}).",
+        )
+    if found != net_cfg.heads:
+        raise TrainingFileError(
+            source.path, STAGE1_WHAT, f"it is a {found}-head dictionary network, but this stage 2 "
+            f"({net_cfg.variant}) has {net_cfg.heads} heads.",
+            f"train stage 1 with {net_cfg.heads} heads (training/configs/"
+            + ("stage1_restoreformer_plusplus_released.yaml" if net_cfg.heads == 4 else "stage1_paper.yaml or "
+               "stage1_released.yaml") + ") and start from that, or change model.variant.",
+        )
 
 
 def fresh_keys(model: nn.Module, stage1: dict[str, torch.Tensor]) -> list[str]:
@@ -267,12 +360,17 @@ class Stage2(Task):
         self.cfg = cfg
         self.net_cfg = cfg.network_config()
         self.init_report: tuple[list[str], list[str]] = ([], [])
+        self.stage1: Stage1Source | None = None
 
     def setup(self, trainer: Trainer) -> None:
         cfg, lc = self.cfg, self.cfg.loss
+        if cfg.init.discriminator not in ("fresh", "stage1"):
+            raise ConfigError(f"init.discriminator must be 'fresh' or 'stage1', got {cfg.init.discriminator!r}")
         net = RestoreFormerTrainee(self.net_cfg)
         if cfg.init.stage1:
-            self.init_report = init_from_stage1(net, read_stage1_state(cfg.init.stage1))
+            self.stage1 = read_stage1(cfg.init.stage1)
+            check_heads(self.stage1, self.net_cfg, cfg.init.stage1_heads)
+            self.init_report = init_from_stage1(net, self.stage1.network)
         elif not cfg.init.allow_random:
             raise FileNotFoundError(
                 "init.stage1 is not set: stage 2 starts from a stage-1 network (a checkpoint of "
@@ -287,29 +385,36 @@ class Stage2(Task):
         self.use_disc = dcfg.weight > 0
         self.use_components = lc.component.weight > 0 or lc.component.style_weight > 0
         if self.use_disc:
-            trainer.add_module("discriminator", PatchDiscriminator(3, dcfg.filters, dcfg.layers, dcfg.norm))
+            disc = PatchDiscriminator(3, dcfg.filters, dcfg.layers, dcfg.norm)
+            if cfg.init.discriminator == "stage1":
+                self._discriminator_from_stage1(disc)
+            trainer.add_module("discriminator", disc)
         if self.use_components:
             trainer.add_module("components", ComponentDiscriminators())
         allow_random = lc.allow_random_loss_networks
         self.perceptual = None
-        if lc.perceptual.weight > 0:
+        if lc.perceptual.weight > 0 or lc.perceptual.style_weight > 0:
             self.perceptual = build_perceptual(lc.perceptual, allow_random).to(trainer.device)
         self.identity = None
         if lc.identity.weight > 0:
             arcface = load_arcface(lc.identity.weights, allow_random=allow_random, config_key="loss.identity.weights")
             self.identity = IdentityLoss(arcface, lc.identity.distance).to(trainer.device)
+        if lc.component.style_distance not in STYLE_DISTANCES:
+            raise ConfigError(f"loss.component.style_distance must be one of {STYLE_DISTANCES}, got "
+                              f"{lc.component.style_distance!r}")
 
         o = cfg.optim
         schedule = step_schedule(o)
+        lr = trainer.learning_rate(o)
         fusion = {id(p) for p in fusion_parameters(net)}
         trainable = [p for p in net.parameters() if p.requires_grad]
-        groups = [{"params": [p for p in trainable if id(p) not in fusion], "lr": o.lr}]
+        groups = [{"params": [p for p in trainable if id(p) not in fusion], "lr": lr}]
         attention = [p for p in trainable if id(p) in fusion]
         if attention:
-            groups.append({"params": attention, "lr": o.lr * o.attention_lr_scale})
+            groups.append({"params": attention, "lr": lr * o.attention_lr_scale})
         trainer.add_optimizer("generator", torch.optim.Adam(groups, betas=o.betas, weight_decay=o.weight_decay),
                               schedule)
-        disc_lr = o.disc_lr if o.disc_lr is not None else o.lr
+        disc_lr = o.disc_lr if o.disc_lr is not None else lr
         if self.use_disc:
             trainer.add_optimizer("discriminator", torch.optim.Adam(
                 trainer.modules["discriminator"].parameters(), lr=disc_lr, betas=o.disc_betas), schedule)
@@ -318,20 +423,49 @@ class Stage2(Task):
                 trainer.modules["components"].parameters(), lr=disc_lr * lc.component.lr_scale,
                 betas=lc.component.betas), schedule)
 
+    def _discriminator_from_stage1(self, disc: nn.Module) -> None:
+        """Copy the stage-1 run's image discriminator (weights and BatchNorm statistics) into `disc`."""
+        source, dcfg = self.stage1, self.cfg.loss.discriminator
+        if source is None:
+            raise ConfigError("init.discriminator: stage1 needs init.stage1 (the stage-1 training checkpoint); "
+                              "set init.discriminator: fresh to start a new one")
+        if source.discriminator is None:
+            raise TrainingFileError(
+                source.path, STAGE1_WHAT, "it holds no image discriminator (an exported .safetensors keeps only "
+                "the network), and init.discriminator is 'stage1'.",
+                "point init.stage1 at the stage-1 training checkpoint (RUN/checkpoints/step_*.pt or the run "
+                "folder), or set init.discriminator: fresh.",
+            )
+        own, theirs = disc.state_dict(), source.discriminator
+        missing, unexpected = sorted(set(own) - set(theirs)), sorted(set(theirs) - set(own))
+        shapes = [k for k in own if k in theirs and own[k].shape != theirs[k].shape]
+        if missing or unexpected or shapes:
+            raise TrainingFileError(
+                source.path, STAGE1_WHAT, f"its image discriminator does not fit loss.discriminator (filters "
+                f"{dcfg.filters}, layers {dcfg.layers}, norm {dcfg.norm}): missing {missing[:4]}, unexpected "
+                f"{unexpected[:4]}, other shapes for {shapes[:4]}.",
+                "use the stage-1 run's loss.discriminator settings, or set init.discriminator: fresh.",
+            )
+        disc.load_state_dict(theirs, strict=True)
+
     def adversarial_active(self, step: int) -> bool:
         return step >= self.cfg.loss.discriminator.start_step
 
     # ---- losses -----------------------------------------------------------------------------
     def generator_terms(self, trainer: Trainer, batch: dict, state: dict | None = None) -> dict[str, torch.Tensor]:
-        """Every unweighted term of Eq. 13 the generator sees at this step: l1, perceptual, prior,
-        and once the adversarial terms have started adv, comp_gan, comp_style, identity."""
+        """Every unweighted term of Eq. 13 the generator sees at this step: l1, perceptual (and the
+        released code's LPIPS style term when its weight is set), prior, and once the adversarial
+        terms have started adv, comp_gan, comp_style, identity."""
         lc = self.cfg.loss
         lq, gt = batch["lq"] * 2 - 1, batch["gt"] * 2 - 1
         out, z_d, z_p = trainer.wrapped["generator"](lq)
         out = out.float()
         terms: dict[str, torch.Tensor] = {"l1": (out - gt).abs().mean()}
         if self.perceptual is not None:
-            terms["perceptual"] = self.perceptual(out, gt)
+            if lc.perceptual.style_weight > 0:
+                terms["perceptual"], terms["lpips_style"] = self.perceptual.with_style(out, gt)
+            else:
+                terms["perceptual"] = self.perceptual(out, gt)
         terms["prior"] = F.mse_loss(z_d.float(), z_p.detach().float())
         if self.adversarial_active(trainer.step):
             if self.use_disc:
@@ -342,11 +476,14 @@ class Stage2(Task):
                 fake = trainer.modules["components"](crop_components(out, boxes))
                 with torch.no_grad():
                     real = trainer.modules["components"](crop_components(gt, boxes))
-                terms["comp_gan"] = sum(component_g_loss(fake[r][0].float()) for r in REGIONS)
-                terms["comp_style"] = sum(
-                    style_loss(fake[r][1], real[r][1], lc.component.style_distance, lc.component.style_level_weights)
-                    for r in REGIONS
-                )
+                if lc.component.weight > 0:
+                    terms["comp_gan"] = sum(component_g_loss(fake[r][0].float()) for r in REGIONS)
+                if lc.component.style_weight > 0:
+                    terms["comp_style"] = sum(
+                        style_loss(fake[r][1], real[r][1], lc.component.style_distance,
+                                   lc.component.style_level_weights)
+                        for r in REGIONS
+                    )
                 if state is not None:
                     state["boxes"] = {r: b.detach() for r, b in boxes.items()}
             if self.identity is not None:
@@ -355,27 +492,36 @@ class Stage2(Task):
             state["fake"] = out.detach()
         return terms
 
-    def generator_loss(self, trainer: Trainer, batch: dict, state: dict):
+    def weighted_terms(self, trainer: Trainer, terms: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
+                                                                                    torch.Tensor | None]:
+        """(each term times its weight, as the generator's loss sums them; the adversarial weight or
+        None). The adversarial weight is the configured one, times the adaptive ratio |grad rec| /
+        |grad adv| at the last decoder layer when it is on (rec = l1 + perceptual, the released code's
+        nll; the LPIPS style term is outside it there too)."""
         lc = self.cfg.loss
-        terms = self.generator_terms(trainer, batch, state)
-        rec = lc.l1_weight * terms["l1"]
-        if "perceptual" in terms:
-            rec = rec + lc.perceptual.weight * terms["perceptual"]
-        loss = rec + lc.prior_weight * terms["prior"]
-        logs = {k: v.detach() for k, v in terms.items()}
+        weights = {"l1": lc.l1_weight, "perceptual": lc.perceptual.weight, "lpips_style": lc.perceptual.style_weight,
+                   "prior": lc.prior_weight, "comp_gan": lc.component.weight,
+                   "comp_style": lc.component.style_weight, "identity": lc.identity.weight}
+        weighted = {k: weights[k] * v for k, v in terms.items() if k != "adv"}
+        adv_weight = None
         if "adv" in terms:
             d = lc.discriminator
+            rec = weighted["l1"] + weighted.get("perceptual", 0.0)
             if d.adaptive_weight:
                 last = trainer.modules["generator"].decoder.conv_out.weight
-                weight = adaptive_weight(rec, terms["adv"], last, max_weight=d.adaptive_max) * d.weight
+                adv_weight = adaptive_weight(rec, terms["adv"], last, max_weight=d.adaptive_max) * d.weight
             else:
-                weight = torch.tensor(d.weight, device=rec.device)
-            loss = loss + weight * terms["adv"]
-            logs["adv_weight"] = weight.detach()
-        if "comp_gan" in terms:
-            loss = loss + lc.component.weight * terms["comp_gan"] + lc.component.style_weight * terms["comp_style"]
-        if "identity" in terms:
-            loss = loss + lc.identity.weight * terms["identity"]
+                adv_weight = torch.tensor(d.weight, device=terms["adv"].device)
+            weighted["adv"] = adv_weight * terms["adv"]
+        return weighted, adv_weight
+
+    def generator_loss(self, trainer: Trainer, batch: dict, state: dict):
+        terms = self.generator_terms(trainer, batch, state)
+        weighted, adv_weight = self.weighted_terms(trainer, terms)
+        loss = sum(weighted.values())
+        logs = {k: v.detach() for k, v in terms.items()}
+        if adv_weight is not None:
+            logs["adv_weight"] = adv_weight.detach()
         logs["loss"] = loss.detach()
         return loss, logs
 

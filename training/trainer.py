@@ -24,6 +24,7 @@ import contextlib
 import os
 import random
 import re
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -38,8 +39,10 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Dataset
 
 from . import distributed as D
-from .config import OptimConfig, RunConfig
+from .config import ConfigError, OptimConfig, RunConfig
 from .data import StepBatchSampler, collate
+from .errors import TrainingFileError
+from .safe_io import CHECKPOINT_FORMAT, read_checkpoint
 
 CHECKPOINT_PATTERN = re.compile(r"^step_(\d{8})\.pt$")
 
@@ -123,15 +126,27 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state(device: torch.device) -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every RNG's state as tensors, numbers and strings only, so a checkpoint loads weights-only
+    without allowing any extra global (NumPy's own state tuple holds an ndarray)."""
+    version, internal, gauss_next = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": {"version": int(version), "internal": torch.tensor(internal, dtype=torch.int64),
+                   "gauss_next": gauss_next},
+        "numpy": {"name": str(name), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
 def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    py, npy = state["python"], state["numpy"]
+    random.setstate((py["version"], tuple(int(v) for v in py["internal"].tolist()), py["gauss_next"]))
+    np.random.set_state((npy["name"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
+                         npy["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
@@ -159,6 +174,64 @@ def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def newest_intact_checkpoint(folder: Path, what: str = "training checkpoint") -> tuple[Path, dict, list[TrainingFileError]]:
+    """The newest checkpoint in `folder` that reads (weights-only) and is complete, its state, and the
+    errors of the newer ones that did not (damaged, refused because they carry code, or not a
+    checkpoint of this format). Raises
+    TrainingFileError when none is intact, naming each file and why."""
+    problems: list[TrainingFileError] = []
+    found = list_checkpoints(folder)
+    for _, path in reversed(found):
+        try:
+            return path, read_checkpoint(path, what), problems
+        except TrainingFileError as err:  # damaged, refused (code) or not one of our checkpoints
+            problems.append(err)
+    if not found:
+        raise FileNotFoundError(f"{what} folder '{folder}': it holds no step_*.pt checkpoint. Fix: check "
+                                "run.out_dir (or --checkpoint), or start without --resume.")
+    raise TrainingFileError(
+        folder, what + " folder",
+        "no checkpoint in it is intact: " + "; ".join(f"{Path(e.path).name}: {e.problem}" for e in problems),
+        "nothing was deleted; restore a checkpoint from a backup, or start again without --resume "
+        "(with another run.out_dir to keep these files).", kind="damaged",
+    )
+
+
+def set_aside(path: Path, kind: str) -> Path:
+    """Rename a damaged or refused checkpoint to `<name>.damaged` / `<name>.refused` (a free name), so
+    the run neither overwrites it when it reaches that step again nor counts it among the kept
+    checkpoints. Nothing is deleted."""
+    suffix = ".refused" if kind == "code" else ".damaged"
+    target = path.with_name(path.name + suffix)
+    n = 1
+    while target.exists():
+        target = path.with_name(f"{path.name}{suffix}.{n}")
+        n += 1
+    os.replace(path, target)
+    return target
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}"
+
+
+def global_batch(run: RunConfig, world_size: int) -> int:
+    """Images per optimiser step over all processes: run.batch_size, or with run.batch_per_process
+    > 0 that many per process and micro-batch (the released code's convention) x processes x
+    grad_accum."""
+    if run.batch_per_process > 0:
+        return run.batch_per_process * world_size * run.grad_accum
+    if run.batch_size % (run.grad_accum * world_size):
+        raise ConfigError(
+            f"run.batch_size={run.batch_size} must be divisible by grad_accum*processes="
+            f"{run.grad_accum}*{world_size}; change run.batch_size or run.grad_accum, or set run.batch_per_process"
+        )
+    return run.batch_size
+
+
 def unwrap(module: nn.Module) -> nn.Module:
     return module.module if isinstance(module, DDP) else module
 
@@ -184,12 +257,8 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        if run.batch_size % (run.grad_accum * self.dist.world_size):
-            raise ValueError(
-                f"run.batch_size={run.batch_size} must be divisible by grad_accum*world_size="
-                f"{run.grad_accum}*{self.dist.world_size}"
-            )
-        self.micro_batch = run.batch_size // (run.grad_accum * self.dist.world_size)
+        self.batch_size = global_batch(run, self.dist.world_size)  # images per optimiser step, all ranks
+        self.micro_batch = self.batch_size // (run.grad_accum * self.dist.world_size)
         self.out_dir = Path(run.out_dir)
         self.ckpt_dir = self.out_dir / "checkpoints"
         self.modules: dict[str, nn.Module] = {}
@@ -200,6 +269,9 @@ class Trainer:
         self.step = 0
         self.writer = None
         self.history: list[tuple[int, dict[str, float]]] = []  # (step, logs) at every log event
+        self.resumed_from: Path | None = None
+        self._bar = None  # the tqdm bar while fit() runs
+        self.set_aside: list[tuple[Path, Path]] = []  # (checkpoint, where it was moved) at resume
         # Modules are built under the same seed on every rank (frozen loss networks that DDP does
         # not broadcast must agree); afterwards each rank gets its own stream.
         seed_everything(run.seed)
@@ -237,6 +309,32 @@ class Trainer:
             raise ValueError(f"run.precision must be bf16 or fp32, got {self.run.precision!r}")
         return contextlib.nullcontext()
 
+    def learning_rate(self, optim: OptimConfig, what: str = "optim") -> float:
+        """The base learning rate of `optim`: `lr` as given, or with `lr_per_image` > 0 the released
+        code's rule, lr_per_image x images per optimiser step (grad_accum x processes x batch per
+        process), so it grows with the number of processes under torchrun as the released code's
+        does. The rule is printed like the released code prints it."""
+        if optim.lr_per_image <= 0:
+            return optim.lr
+        lr = optim.lr_per_image * self.batch_size
+        self.say(
+            f"{self.task.name}: setting {what} learning rate to {lr:.4g} = {self.run.grad_accum} (grad_accum) * "
+            f"{self.dist.world_size} (processes) * {self.micro_batch} (batch per process) * "
+            f"{optim.lr_per_image:.4g} ({what}.lr_per_image)"
+        )
+        return lr
+
+    def say(self, text: str, *, err: bool = False) -> None:
+        """One line for the user on the main rank (above the progress bar when there is one)."""
+        if not self.dist.is_main:
+            return
+        stream = sys.stderr if err else sys.stdout
+        bar = getattr(self, "_bar", None)
+        if bar is not None:
+            bar.write(text, file=stream)
+        else:
+            print(text, file=stream, flush=True)
+
     def _set_trainable(self, names: list[str]) -> None:
         for name, module in self.modules.items():
             on = name in names
@@ -250,10 +348,11 @@ class Trainer:
         if export is not None:
             export = {"module": export["module"], "config": export["config"].to_json()}
         return {
-            "format": "restoreformer-training-checkpoint/1",
+            "format": CHECKPOINT_FORMAT,
             "task": self.task.name,
             "step": self.step,
             "world_size": self.dist.world_size,
+            "global_batch": self.batch_size,
             "modules": {n: m.state_dict() for n, m in self.modules.items()},
             "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
             "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},
@@ -276,11 +375,18 @@ class Trainer:
         found = list_checkpoints(self.ckpt_dir)
         return found[-1][1] if found else None
 
-    def load_checkpoint(self, path: Path) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+    def load_checkpoint(self, path: Path, state: dict | None = None) -> None:
+        """Restore everything from a checkpoint (read weights-only; see training/safe_io.py)."""
+        if state is None:
+            state = read_checkpoint(path)
         if state.get("task") != self.task.name:
-            raise ValueError(f"checkpoint {str(path)!r} is from task {state.get('task')!r}, not {self.task.name!r}")
+            raise TrainingFileError(path, "training checkpoint", f"it is from task {state.get('task')!r}, not "
+                                    f"{self.task.name!r}.", "resume with the command that wrote it, or use "
+                                    "another run.out_dir.", kind="wrong_kind")
         for name, module in self.modules.items():
+            if name not in state["modules"]:
+                raise TrainingFileError(path, "training checkpoint", f"it has no module {name!r} (it has "
+                                        f"{sorted(state['modules'])}).", "resume with the config that wrote it.")
             module.load_state_dict(state["modules"][name], strict=True)
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
@@ -288,10 +394,12 @@ class Trainer:
             sched.load_state_dict(state["schedulers"][name])
         self.step = int(state["step"])
         saved_run = (state.get("config") or {}).get("run", {})
-        for key in ("batch_size", "grad_accum", "seed"):
-            if key in saved_run and saved_run[key] != getattr(self.run, key) and self.dist.is_main:
+        changed = {"global batch": (state.get("global_batch"), self.batch_size)}
+        changed |= {f"run.{k}": (saved_run.get(k), getattr(self.run, k)) for k in ("grad_accum", "seed")}
+        for key, (old, new) in changed.items():
+            if old is not None and old != new and self.dist.is_main:
                 warnings.warn(
-                    f"resuming {str(path)!r} with run.{key}={getattr(self.run, key)} (checkpoint: {saved_run[key]}); "
+                    f"resuming {str(path)!r} with {key}={new} (checkpoint: {old}); "
                     "the run continues but no longer matches an uninterrupted one", stacklevel=2)
         if state["world_size"] == self.dist.world_size:
             set_rng_state(state["rng"][self.dist.rank], self.device)
@@ -299,10 +407,42 @@ class Trainer:
             # Different process count: exactness across the change is impossible; reseed per rank.
             seed_everything(self.run.seed + 1_000_003 * self.step + self.dist.rank)
 
+    def resume(self) -> Path:
+        """Load the newest intact checkpoint of run.out_dir. Newer ones that are damaged (truncated,
+        garbage) or refused (they carry code) are named, renamed aside (`.damaged` / `.refused`, so the
+        run does not overwrite them) and skipped; the main rank decides and every rank loads the same
+        file."""
+        decision: tuple[str, Any]
+        state = None
+        if self.dist.is_main:
+            try:
+                path, state, problems = newest_intact_checkpoint(self.ckpt_dir)
+                for err in problems:
+                    moved = set_aside(Path(err.path), err.kind)
+                    self.set_aside.append((Path(err.path), moved))
+                    self.say(f"warning: --resume skips {err.what} '{err.path}': {err.problem} Kept as '{moved}'.",
+                             err=True)
+                if problems:
+                    self.say(f"warning: --resume continues from the newest intact checkpoint '{path}' instead.",
+                             err=True)
+                decision = ("ok", str(path))
+            except (TrainingFileError, FileNotFoundError) as err:
+                decision = ("error", err)
+        else:
+            decision = ("", None)
+        decision = D.broadcast_object(decision)  # every rank raises the main rank's error, or none does
+        if decision[0] == "error":
+            raise decision[1]
+        path = Path(decision[1])
+        self.load_checkpoint(path, state)
+        self.resumed_from = path
+        self.say(f"{self.task.name}: resumed from '{path}' at step {self.step}")
+        return path
+
     # ---- the loop --------------------------------------------------------------------------
     def _loader(self) -> Iterator[dict]:
         sampler = StepBatchSampler(
-            len(self.dataset), self.run.batch_size, seed=self.run.seed, steps=self.run.steps,
+            len(self.dataset), self.batch_size, seed=self.run.seed, steps=self.run.steps,
             start_step=self.step, grad_accum=self.run.grad_accum, rank=self.dist.rank,
             world_size=self.dist.world_size,
         )
@@ -322,21 +462,29 @@ class Trainer:
         return self.writer
 
     def fit(self, resume: bool = False, stop_at: int | None = None) -> dict[str, float]:
-        """Train to run.steps (or stop after step `stop_at`, as a kill would). Returns last logs."""
+        """Train to run.steps (or stop after step `stop_at`, as a kill would). Returns last logs.
+
+        Progress on the main rank: a line when training starts, one after the first step and every
+        `log_every` steps (step, losses, images/s, ETA; also in TensorBoard), and a tqdm bar on
+        stderr when `run.progress` is on."""
         if resume:
-            path = self.latest_checkpoint()
-            if path is None:
-                raise FileNotFoundError(f"--resume: no checkpoint in {str(self.ckpt_dir)!r}")
-            self.load_checkpoint(path)
+            self.resume()
         end = self.run.steps if stop_at is None else min(stop_at, self.run.steps)
         phases = self.task.phases()
         accum = self.run.grad_accum
+        self.say(
+            f"{self.task.name}: training steps {self.step + 1}..{end} of {self.run.steps} on {self.device.type} "
+            f"({self.dist.world_size} process(es)), {self.batch_size} images per step ({self.micro_batch} per "
+            f"process x {accum} accumulation x {self.dist.world_size}); log every {self.run.log_every} steps, "
+            f"checkpoints every {self.run.checkpoint_every} in '{self.ckpt_dir}'"
+        )
         data = self._loader()
         bar = None
         if self.dist.is_main and self.run.progress:
             from tqdm import tqdm
 
             bar = tqdm(total=self.run.steps, initial=self.step, desc=self.task.name, dynamic_ncols=True)
+        self._bar = bar
         t0, s0 = time.perf_counter(), self.step
         last_logs: dict[str, float] = {}
         window: dict[str, list[torch.Tensor]] = {}
@@ -355,18 +503,27 @@ class Trainer:
                     for sched in self.schedulers.values():
                         sched.step()
                 self.step += 1
-                if self.step % self.run.log_every == 0 or self.step == end:
-                    last_logs = self._log(window, t0, s0, bar)
+                if bar is not None:
+                    bar.update(1)
+                first = self.step == s0 + 1  # the first line comes after one step, not log_every
+                if first or self.step % self.run.log_every == 0 or self.step == end:
+                    last_logs = self._log(window, t0, s0, end)
                     window = {}
                 if self.run.sample_every and self.step % self.run.sample_every == 0:
                     self._samples(batches[0])
                 if self.step % self.run.checkpoint_every == 0 or self.step == self.run.steps:
-                    self.save_checkpoint()
+                    path = self.save_checkpoint()
+                    self.say(f"{self.task.name}: step {self.step}: saved checkpoint '{path}'")
         finally:
             if bar is not None:
                 bar.close()
+            self._bar = None
             if self.writer is not None:
                 self.writer.flush()
+        if self.step > s0:
+            elapsed = time.perf_counter() - t0
+            self.say(f"{self.task.name}: finished step {self.step} of {self.run.steps} after "
+                     f"{format_duration(elapsed)} ({(self.step - s0) * self.batch_size / elapsed:.2f} images/s)")
         return last_logs
 
     def _run_phase(self, phase: Phase, batches: list[dict], states: list[dict], window) -> None:
@@ -408,7 +565,7 @@ class Trainer:
             self.optimizers[name].step()
         self._set_trainable(list(self.modules))
 
-    def _log(self, window: dict[str, list[torch.Tensor]], t0: float, s0: int, bar) -> dict[str, float]:
+    def _log(self, window: dict[str, list[torch.Tensor]], t0: float, s0: int, end: int) -> dict[str, float]:
         logs = {k: float(torch.stack(v).mean()) for k, v in window.items()}
         if D.is_enabled():
             keys = sorted(logs)
@@ -416,7 +573,8 @@ class Trainer:
             D.all_reduce_mean(t)
             logs = dict(zip(keys, t.tolist()))
         elapsed = max(time.perf_counter() - t0, 1e-9)
-        rate = (self.step - s0) * self.run.batch_size / elapsed
+        done = self.step - s0
+        rate = done * self.batch_size / elapsed
         for name, opt in self.optimizers.items():
             logs[f"lr/{name}"] = opt.param_groups[0]["lr"]
         logs["images_per_s"] = rate
@@ -426,11 +584,15 @@ class Trainer:
             if writer is not None:
                 for k, v in logs.items():
                     writer.add_scalar(k, v, self.step)
-            if bar is not None:
+            eta = (end - self.step) * elapsed / max(done, 1)
+            shown = [k for k in logs if not k.startswith(("lr/", "images_per_s", "logits_"))]
+            shown.sort(key=lambda k: k != "loss")  # the total first, then the terms in the stage's order
+            losses = " ".join(f"{k} {logs[k]:.4g}" for k in shown)
+            self.say(f"{self.task.name} step {self.step}/{self.run.steps} | {losses} | {rate:.2f} img/s | "
+                     f"ETA {format_duration(eta)}")
+            if self._bar is not None:
                 main = {k: f"{v:.4g}" for k, v in logs.items() if k in ("loss", "rec", "l1", "d_loss")}
-                bar.set_postfix(main | {"img/s": f"{rate:.1f}"}, refresh=False)
-                bar.n = self.step
-                bar.refresh()
+                self._bar.set_postfix(main | {"img/s": f"{rate:.1f}"}, refresh=True)
         return logs
 
     def _samples(self, batch: dict) -> None:

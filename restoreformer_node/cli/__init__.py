@@ -27,8 +27,15 @@ def _resolve(spec: str) -> Callable[[argparse._SubParsersAction], None]:
     return getattr(importlib.import_module(module_name), attr)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line (status 2), like every other refusal."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m restoreformer_node",
         description="RestoreFormer / RestoreFormer++ face restoration tools.",
     )
@@ -61,12 +68,20 @@ def tune_cpu_runtime() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a subcommand. Exit status: 0 done, 1 some files (or faces) failed while the rest were
+    done, 2 bad arguments or input refused before any work (one line on stderr, nothing written)."""
     tune_cpu_runtime()
     args = build_parser().parse_args(argv)
     from ..weights import WeightLoadError
+    from .arguments import UsageError
+    from .outputs import OutputError
 
     try:
         return int(args.func(args) or 0)
-    except WeightLoadError as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (UsageError, WeightLoadError, OutputError) as error:
+        print("error: " + " ".join(str(error).split("\n")), file=sys.stderr)
+        return 2
+    except OSError as error:  # a file that could not be read or written outside the checks above
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"error: {where}{error.strerror or error}", file=sys.stderr)
         return 2

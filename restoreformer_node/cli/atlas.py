@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 
@@ -32,17 +31,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-    from PIL import Image
 
     from ..inspection.atlas import build_atlas, parse_entries
     from ..runtime import prepare
+    from .arguments import UsageError, output_file, readable_file, torch_device, whole_number
+    from .images import encode_png
+    from .outputs import OutputFolder
 
-    if args.out.suffix.lower() != ".png":
-        print(f"error: --out must end in .png (got {args.out})", file=sys.stderr)
-        return 2
+    model_path = readable_file("MODEL", args.model)
+    out = output_file("--out", args.out, ".png", replace=True, flag="")
+    device = torch_device(args.device)
+    whole_number("--cells", args.cells, 1, 4)
+    whole_number("--limit", args.limit, 0)
+    whole_number("--columns", args.columns, 0)
+    whole_number("--scale", args.scale, 1, 64)
+    whole_number("--gap", args.gap, 0, 64)
+    whole_number("--batch-size", args.batch_size, 1)
+    model = prepare(model_path, device).model  # as the loader node prepares it
     try:
-        model = prepare(args.model, args.device).model  # as the loader node prepares it
         atlas = build_atlas(
             model,
             cells=args.cells,
@@ -55,15 +61,13 @@ def run(args: argparse.Namespace) -> int:
             cache=None,
             batch_size=args.batch_size,
         )
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    pixels = (atlas.image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.ascontiguousarray(pixels)).save(args.out)
+    except ValueError as error:  # an --entries subset or layout the dictionary cannot give
+        raise UsageError(str(error)) from None
+    pixels = atlas.image.clamp(0, 1).permute(1, 2, 0).float().cpu()
+    OutputFolder(out.parent, overwrite=True, protected=[model_path]).write(out.resolve(), encode_png(pixels, "RGB"))
     rows = -(-atlas.entries.numel() // atlas.columns)
     print(
-        f"wrote {args.out}: {atlas.entries.numel()} of {model.config.n_embed} entries, "
+        f"wrote {out}: {atlas.entries.numel()} of {model.config.n_embed} entries, "
         f"{atlas.columns} x {rows} tiles of {atlas.tile} px ({args.order} order)"
     )
     return 0

@@ -4,7 +4,6 @@ safetensors with metadata."""
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 
@@ -25,28 +24,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..weights import detect_config, read_state_dict, save_restoreformer
-    from ..weights.detect import require_fit
+    from ..weights import read_checked, save_restoreformer
+    from .arguments import UsageError, output_file, readable_file
+    from .outputs import same_file
 
-    if args.output.suffix.lower() != ".safetensors":
-        print(f"error: OUTPUT must end in .safetensors (got {args.output})", file=sys.stderr)
-        return 2
-    if args.output.exists() and not args.force:
-        print(f"error: {args.output} exists; pass --force to overwrite it", file=sys.stderr)
-        return 2
-    if args.output.exists() and args.output.resolve() == args.input.resolve():
-        print("error: OUTPUT is the INPUT file; write to another name", file=sys.stderr)
-        return 2
-    state_dict, layout, metadata = read_state_dict(args.input)
-    config = detect_config(state_dict, metadata, source=str(args.input), layout=layout)
-    require_fit(state_dict, config, str(args.input), layout)
-    save_restoreformer(state_dict, args.output, config, source=args.input)
+    source = readable_file("INPUT", args.input)
+    output = output_file("OUTPUT", args.output, ".safetensors", replace=args.force, flag="--force")
+    if same_file(output, source):
+        raise UsageError(f"OUTPUT {output} is the INPUT file; write to another name")
+    checked = read_checked(source)  # the strict check `restore` applies, before anything is written
+    checked.require_fit(str(source))
+    save_restoreformer(checked.state_dict, output, checked.config, source=source)
+    config, state_dict = checked.config, checked.state_dict
     params = sum(t.numel() for t in state_dict.values())
     print(
-        f"wrote {args.output}\n"
+        f"wrote {output}\n"
         f"  variant: {config.variant} ({config.heads} heads)\n"
         f"  tensors: {len(state_dict)}\n"
         f"  parameters: {params:,}\n"
-        f"  read from: {args.input.name} ({layout})"
+        f"  read from: {source.name} ({checked.layout})"
     )
     return 0

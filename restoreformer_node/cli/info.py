@@ -9,16 +9,19 @@ from pathlib import Path
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("info", help="show a weight file's layout, variant and size")
     p.add_argument("input", type=Path, help="weight file to inspect")
+    p.epilog = "Exit status: 0 the strict check passes, 1 it fails (the problems are listed), 2 the file is refused."
     p.add_argument("--keys", action="store_true", help="also list every tensor name and shape")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..weights import detect_config, read_state_dict, state_dict_problems
+    from ..weights import read_checked
+    from .arguments import readable_file
 
-    state_dict, layout, metadata = read_state_dict(args.input)
-    config = detect_config(state_dict, metadata, source=str(args.input), layout=layout)
-    problems = state_dict_problems(state_dict, config)
+    # The strict check `restore` and `convert` apply: what passes here loads there.
+    checked = read_checked(readable_file("FILE", args.input))
+    state_dict, layout, metadata = checked.state_dict, checked.layout, checked.metadata
+    config, problems = checked.config, checked.problems
     dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in state_dict.values()})
     lines = [
         f"file: {args.input}",

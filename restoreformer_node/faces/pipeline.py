@@ -13,6 +13,7 @@ Rec. 601 luma, which returns the same gray for a gray input.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -74,6 +75,14 @@ def check_inputs(images: torch.Tensor, faces: Faces) -> None:
         )
 
 
+def check_mask_options(feather: float, erode: float) -> None:
+    """The paste mask's soft edge and inset must be finite and not negative (NaN would paste
+    nothing and leave the input unchanged without a word)."""
+    for name, value in (("feather", feather), ("erode", erode)):
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name} must be a finite number of pixels >= 0, got {value}")
+
+
 def model_device(model: torch.nn.Module, fallback: torch.device) -> torch.device:
     for p in model.parameters():
         return p.device
@@ -132,6 +141,7 @@ def paste_crops(
     the faces are pasted (see restore_faces).
     """
     check_inputs(images, faces)
+    check_mask_options(feather, erode)
     image_mask = check_paste_mask(mask, images.shape[0], images.shape[1], images.shape[2])
     if crops.ndim != 4 or crops.shape[1] != crops.shape[2] or crops.shape[3] not in (1, 3, 4):
         raise ValueError(f"crops must be square [N, S, S, 3] images, got shape {tuple(crops.shape)}")
@@ -224,6 +234,7 @@ def restore_faces(
         raise ValueError(f"color_match must be one of {COLOR_MATCH_MODES}, got {color_match!r}")
     if not 0.0 <= strength <= 1.0:
         raise ValueError(f"strength must be in [0, 1], got {strength}")
+    check_mask_options(feather, erode)
     B, H, W, _ = images.shape
     image_mask = check_paste_mask(mask, B, H, W)
     device = torch.device(device) if device is not None else model_device(model, images.device)
@@ -259,8 +270,17 @@ def restore_faces(
     if color_match != "none":
         weight = crop_space_mask(size, erode, feather, device) * aligned.valid
         restored = match_colors(restored, aligned.crops, weight, color_match)
+    # A face whose output is not finite (NaN/Inf from the network, e.g. an fp16 overflow) is not
+    # pasted: its image keeps the original face, its crop is the aligned original, and the
+    # report names it as failed.
+    finite = torch.isfinite(restored).flatten(1).all(dim=1)
+    keep = finite.cpu()
+    if not bool(keep.all()):
+        report = report.with_failed_faces(tuple((~keep).nonzero().flatten().tolist()), faces)
     out, pasted = paste_faces(
-        images, restored, image_index, affines, erode=erode, feather=feather, crop_masks=crop_masks, image_mask=image_mask
+        images, restored[finite], image_index[keep], affines[keep], erode=erode, feather=feather,
+        crop_masks=None if crop_masks is None else crop_masks[finite], image_mask=image_mask,
     )
+    restored = torch.where(finite.view(-1, 1, 1, 1), restored, aligned.crops)
     crops = to_rgb(restored).permute(0, 2, 3, 1).to(images.device)
     return RestoreResult(out, pasted, crops, report)

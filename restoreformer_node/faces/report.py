@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 @dataclass(frozen=True)
 class RunReport:
     images: int  # images in the batch
-    faces: int  # faces restored
+    faces: int  # faces restored (failed faces not counted)
     images_without_faces: tuple[int, ...]  # indices of images passed through unchanged
     detector: str  # who found the faces ("" when unknown)
     precision: str  # the arithmetic that ran ("fp32", "bf16", "fp16"; "" when nothing ran)
@@ -22,10 +22,25 @@ class RunReport:
     compile_note: str | None = None  # why it did not run compiled, when compiling was asked for
     no_face_line: str | None = None  # the line naming the images without faces
     notes: tuple[str, ...] = field(default_factory=tuple)  # everything else to tell (detection, loading)
+    failed_faces: tuple[int, ...] = ()  # faces (indices into the Faces) kept original: non-finite output
+    failed_images: tuple[int, ...] = ()  # the images those faces are in (each once)
 
     def with_notes(self, *notes: str) -> RunReport:
         """The same report with more notes (repeats dropped)."""
         return replace(self, notes=tuple(dict.fromkeys((*self.notes, *(n for n in notes if n)))))
+
+    def with_failed_faces(self, failed: tuple[int, ...], faces) -> RunReport:
+        """The same report with `failed` faces (indices into `faces`, a Faces) counted as failed:
+        their restored output was not finite, so the original face was kept."""
+        images = tuple(dict.fromkeys(faces.faces[i].image_index for i in failed))
+        where = ", ".join(f"image {i}" for i in images)
+        note = (
+            f"{len(failed)} face{'s' if len(failed) != 1 else ''} failed ({where}): the network's output was "
+            "not finite (NaN or infinity), so the original face was kept"
+        )
+        return replace(
+            self, faces=self.faces - len(failed), failed_faces=failed, failed_images=images
+        ).with_notes(note)
 
     def head(self, model_name: str = "") -> str:
         images = "image" if self.images == 1 else f"{self.images} images"

@@ -70,6 +70,7 @@ class LoadFaceParser:
     RETURN_NAMES = ("parser",)
     OUTPUT_TOOLTIPS = ("A face parser for the parser input of Restore Faces and Paste Faces.",)
     FUNCTION = "load"
+    SEARCH_ALIASES = ['face parsing', 'bisenet', 'parsenet', 'face mask', 'facexlib']
     CATEGORY = FACES_CATEGORY
     DESCRIPTION = (
         "Loads facexlib's face-parsing network (BiSeNet or ParseNet) from models/facedetection and chooses "

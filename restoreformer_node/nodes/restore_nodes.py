@@ -161,7 +161,7 @@ class RestoreFaces:
         # What the loader could not honour, and how the faces were found.
         report = result.report.with_notes(*loader_notes, *notes)
         text = "\n".join(report.lines(name))
-        if report.no_face_line:  # images left unchanged: worth a notice, not only a line in the report
+        if report.no_face_line or report.failed_faces:  # faces left unrestored: worth a notice, not only a line
             notify(text)
         crops = to_image(result.crops) if n else placeholder_image(size)
         return (to_image(result.images), result.mask.to("cpu", copy=False), crops, text)

@@ -35,6 +35,7 @@ class FacesToSEGS:
         "SEGS to MASK and the other SEGS nodes.",
     )
     FUNCTION = "convert"
+    SEARCH_ALIASES = ['segs', 'impact pack', 'face segs', 'face detailer']
     CATEGORY = FACES_CATEGORY
     DESCRIPTION = (
         "Turns faces found by the pack into Impact Pack SEGS, so Impact's detailers and SEGS nodes work on "
@@ -73,6 +74,7 @@ class SEGSToFaces:
         "The faces per segment, and the segments in which no face was found.",
     )
     FUNCTION = "convert"
+    SEARCH_ALIASES = ['segs', 'impact pack', 'segs to faces', 'face detailer']
     CATEGORY = FACES_CATEGORY
     DESCRIPTION = (
         "Turns Impact Pack SEGS into faces: the pack's detector runs inside every segment's box to find the "

@@ -30,6 +30,9 @@ REQUIRED_KEYS = (
     "decoder.conv_out.weight",
 )
 
+# The only dtypes a RestoreFormer's tensors have (the loader casts them to the dtype asked for).
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
 # The size of the lowest latent grid in every published and test geometry; it fixes `resolution`,
 # which shapes cannot tell (convolutions do not depend on it) but attention placement needs.
 _LATENT_SIZE = 16
@@ -69,7 +72,7 @@ def detect_config(
     if metadata.get("format") == FORMAT_NAME and "config" in metadata:
         try:
             return RestoreFormerConfig.from_json(metadata["config"])
-        except (ValueError, TypeError) as error:
+        except (ValueError, TypeError, RecursionError) as error:
             raise WeightLoadError(
                 source,
                 f"the configuration stored in the file's metadata is invalid ({error}).",
@@ -117,7 +120,7 @@ def detect_config(
             encoder_attn_resolutions=tuple(sorted(resolution >> lv for lv in enc_attn)),
             decoder_attn_resolutions=tuple(sorted(resolution >> lv for lv in dec_attn)),
         )
-    except (ValueError, KeyError, IndexError) as error:
+    except (ValueError, KeyError, IndexError, ZeroDivisionError) as error:
         reason = f"missing key {error}" if isinstance(error, KeyError) else str(error)
         raise WeightLoadError(
             source,
@@ -136,8 +139,53 @@ def expected_shapes(config: RestoreFormerConfig) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
+def _layout_problem(tensor: torch.Tensor) -> str | None:
+    """Why a tensor cannot be a RestoreFormer weight: not a dense floating-point tensor, or a view
+    whose storage does not hold each of its elements once (stride 0 and overlapping views make a
+    small file expand to any size). None when it can."""
+    if not isinstance(tensor, torch.Tensor):
+        return f"a {type(tensor).__name__}, not a tensor"
+    if type(tensor) not in (torch.Tensor, torch.nn.Parameter):
+        return f"a tensor subclass ({type(tensor).__name__})"
+    if tensor.layout != torch.strided or tensor.is_nested:
+        return f"{str(tensor.layout).removeprefix('torch.')} layout"
+    if tensor.is_quantized:
+        return f"quantized {str(tensor.dtype).removeprefix('torch.')}"
+    if tensor.is_meta:
+        return "a meta tensor without data"
+    if tensor.dtype not in FLOAT_DTYPES:
+        return str(tensor.dtype).removeprefix("torch.")
+    if tensor.numel() == 0:
+        return None
+    reach = 0  # the farthest element reached by the dimensions seen so far (ascending strides)
+    for stride, size in sorted((st, sz) for sz, st in zip(tensor.shape, tensor.stride()) if sz > 1):
+        if stride <= reach:
+            return "an overlapping view" if stride else "a stride-0 (expanded) view"
+        reach += stride * (size - 1)
+    needed = (tensor.storage_offset() + reach + 1) * tensor.element_size()
+    if tensor.untyped_storage().nbytes() < needed:
+        return f"a view past the end of its storage ({needed} bytes needed)"
+    return None
+
+
+def layout_problems(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
+    """The tensors no RestoreFormer has, named with the reason (see `_layout_problem`)."""
+    bad = [f"{key} ({why})" for key, value in state_dict.items() if (why := _layout_problem(value))]
+    if not bad:
+        return []
+    return [f"tensors that are not dense floating-point weights ({len(bad)}): {list_names(bad, 6)}"]
+
+
+def non_finite_tensors(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
+    """Names of the tensors holding NaN or infinity (dense floating tensors only)."""
+    return [k for k, t in state_dict.items() if _layout_problem(t) is None and not bool(torch.isfinite(t).all())]
+
+
 def state_dict_problems(state_dict: Mapping[str, torch.Tensor], config: RestoreFormerConfig) -> list[str]:
-    """Human-readable differences between `state_dict` and what `config` needs (empty if it fits)."""
+    """Human-readable differences between `state_dict` and what `config` needs (empty if it fits):
+    tensors that are not dense floating-point weights, missing and unexpected keys, other shapes,
+    and non-finite values (checked only once everything else fits)."""
+    problems = layout_problems(state_dict)
     expected = expected_shapes(config)
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
@@ -146,27 +194,54 @@ def state_dict_problems(state_dict: Mapping[str, torch.Tensor], config: RestoreF
         for k in expected
         if k in state_dict and tuple(state_dict[k].shape) != expected[k]
     ]
-    problems = []
     if missing:
         problems.append(f"missing keys ({len(missing)}): {list_names(missing)}")
     if unexpected:
         problems.append(f"unexpected keys ({len(unexpected)}): {list_names(unexpected)}")
     if mismatched:
         problems.append(f"shape mismatches ({len(mismatched)}): {list_names(mismatched, 6)}")
+    if not problems:
+        bad = non_finite_tensors(state_dict)
+        if bad:
+            problems.append(f"non-finite values (NaN or infinity) in {len(bad)} tensors: {list_names(bad)}")
     return problems
+
+
+def require_plain_tensors(state_dict: Mapping[str, torch.Tensor], source: str, layout: str | None) -> None:
+    """Refuse a state dict with tensors no RestoreFormer has, before anything reads its shapes."""
+    problems = layout_problems(state_dict)
+    if problems:
+        raise WeightLoadError(
+            source,
+            f"the strict check fails: {problems[0]}. A RestoreFormer has only dense float16/bfloat16/"
+            "float32/float64 tensors, each stored once.",
+            "use an original weight file (see the README); the file was altered or belongs to another network.",
+            layout,
+        )
 
 
 def require_fit(
     state_dict: Mapping[str, torch.Tensor], config: RestoreFormerConfig, source: str, layout: str | None
 ) -> None:
-    """Strict check before loading: every key present, none extra, every shape equal."""
+    """Strict check before loading: every key present, none extra, every shape equal, every
+    tensor dense, floating-point and finite."""
     problems = state_dict_problems(state_dict, config)
     if problems:
-        raise WeightLoadError(
-            source,
-            f"the weights do not fit {config.variant} ({config.heads} heads, widths {config.widths}, "
-            f"decoder attention at {config.decoder_attn_resolutions} px): " + "; ".join(problems) + ".",
-            "a partial file is a broken download or export: get the complete file again (see the "
-            "README). Weights of another variant load when the variant is left to detection.",
-            layout,
-        )
+        raise misfit_error(problems, config, source, layout)
+
+
+def misfit_error(problems: list[str], config: RestoreFormerConfig, source: str, layout: str | None) -> WeightLoadError:
+    """The refusal for a strict check that found `problems` (from `state_dict_problems`)."""
+    fix = (
+        "a partial file is a broken download or export: get the complete file again (see the "
+        "README). Weights of another variant load when the variant is left to detection."
+    )
+    if any(p.startswith("non-finite") for p in problems):
+        fix = "non-finite weights come from a diverged training run or a damaged export: use an earlier checkpoint or an original file (see the README)."
+    return WeightLoadError(
+        source,
+        f"the weights do not fit {config.variant} ({config.heads} heads, widths {config.widths}, "
+        f"decoder attention at {config.decoder_attn_resolutions} px): " + "; ".join(problems) + ".",
+        fix,
+        layout,
+    )

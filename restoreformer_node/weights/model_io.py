@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import uuid
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..model import RestoreFormer, RestoreFormerConfig
-from .detect import detect_config, require_fit, state_dict_problems
+from .detect import detect_config, misfit_error, require_plain_tensors, state_dict_problems
 from .read import FORMAT_NAME, read_state_dict
 
 FORMAT_VERSION = "1"
@@ -26,6 +26,35 @@ class WeightsInfo:
     layout: str
     variant: str
     source: str | None  # original file name recorded by `save_restoreformer`, if any
+
+
+@dataclass(frozen=True)
+class CheckedWeights:
+    """A weight file read and checked (`read_checked`), before any network is built."""
+
+    state_dict: dict[str, torch.Tensor]
+    layout: str
+    metadata: dict[str, str]
+    config: RestoreFormerConfig
+    problems: list[str]  # the strict check's findings (state_dict_problems); empty when it passes
+
+    def require_fit(self, source: str) -> None:
+        """Raise the WeightLoadError naming the problems, if there are any."""
+        if self.problems:
+            raise misfit_error(self.problems, self.config, source, self.layout)
+
+
+def read_checked(path: str | os.PathLike, config: RestoreFormerConfig | None = None) -> CheckedWeights:
+    """Read a weight file and run the strict check, the one path `load_restoreformer`, `convert`
+    and `info` share: tensors that are not dense floating-point weights refuse the file
+    (WeightLoadError) before their shapes are used; the configuration (the file's metadata, or
+    detected from shapes) is validated; keys, shapes and finiteness are compared with it."""
+    path = os.fspath(path)
+    state_dict, layout, metadata = read_state_dict(path)
+    require_plain_tensors(state_dict, path, layout)
+    if config is None:
+        config = detect_config(state_dict, metadata, source=path, layout=layout)
+    return CheckedWeights(state_dict, layout, metadata, config, state_dict_problems(state_dict, config))
 
 
 def load_restoreformer(
@@ -42,10 +71,9 @@ def load_restoreformer(
     WeightLoadError. Floating-point weights are cast to `dtype` on `device`.
     """
     path = os.fspath(path)
-    state_dict, layout, metadata = read_state_dict(path)
-    if config is None:
-        config = detect_config(state_dict, metadata, source=path, layout=layout)
-    require_fit(state_dict, config, path, layout)
+    checked = read_checked(path, config)
+    checked.require_fit(path)
+    state_dict, layout, metadata, config = checked.state_dict, checked.layout, checked.metadata, checked.config
 
     # Build without allocating random weights, then take the file's tensors as the parameters.
     with torch.device("meta"):
@@ -102,11 +130,15 @@ def save_restoreformer(
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    # A fresh name created exclusively beside the target (never a planted file or link), then
+    # renamed over it: readers see the old file or the whole new one.
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        save_file(tensors, os.fspath(temp), metadata=metadata)
+        save_file(tensors, temp, metadata=metadata)
+        os.chmod(temp, 0o644)
         os.replace(temp, path)
     finally:
-        if temp.exists():
-            temp.unlink()
+        if os.path.lexists(temp):
+            os.unlink(temp)
     return path

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from .errors import WeightLoadError, list_names
-from .pickle_safety import safe_torch_load
+from .pickle_safety import safe_torch_load, stand_in_name
 
 # Layout names as they appear in errors and in `read_state_dict`'s result.
 LAYOUT_OURS = "restoreformer safetensors"
@@ -54,15 +54,23 @@ def _container(path: str) -> str:
         )
     if os.path.isdir(path):
         raise WeightLoadError(path, "this is a directory, not a weight file.", "pass the weight file inside it.")
-    size = os.path.getsize(path)
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as error:
+        raise WeightLoadError(
+            path,
+            f"the file cannot be read ({error.strerror or error}).",
+            "check that the file is readable by this user (its permissions), then try again.",
+        ) from None
     if size == 0:
         raise WeightLoadError(
             path,
             "the file is empty (0 bytes), probably an interrupted download.",
             f"delete it and download it again ({_WHERE_TO_GET}).",
+            kind="damaged",
         )
-    with open(path, "rb") as f:
-        head = f.read(16)
     # safetensors first: its 8-byte header length may itself start with 0x80.
     if len(head) >= 9 and head[8:9] == b"{":
         (header_len,) = struct.unpack("<Q", head[:8])
@@ -80,6 +88,7 @@ def _container(path: str) -> str:
         "a PyTorch zip checkpoint nor a pickle. It may be damaged, or an HTML page saved in place of "
         "the download.",
         f"download the file again ({_WHERE_TO_GET}).",
+        kind="damaged",
     )
 
 
@@ -108,6 +117,15 @@ def _strip_prefix(state: dict[str, object], prefix: str) -> tuple[dict[str, obje
 
 def _pick_weights(obj: object, path: str, container: str) -> tuple[Mapping, str]:
     """The mapping that holds the weights inside an unpickled checkpoint, and its layout."""
+    pickled_object = stand_in_name(obj)
+    if pickled_object is not None and not obj:
+        raise WeightLoadError(
+            path,
+            f"the file holds a pickled {pickled_object} object (a whole model or training object), not a "
+            "dictionary of weights. It was read without importing or running any of its code.",
+            "where the file was made, save the weights alone: torch.save(model.state_dict(), PATH).",
+            layout=container,
+        )
     if not isinstance(obj, Mapping):
         raise WeightLoadError(
             path,

@@ -13,18 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import REPO
-from helpers.models import random_restoreformer
 from PIL import Image
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    from restoreformer_node.weights import save_restoreformer
-
-    net = random_restoreformer()
-    path = tmp_path_factory.mktemp("models") / "tiny_rf.safetensors"
-    save_restoreformer(net, path, net.config)
-    return path
+def weights(tiny_weights) -> Path:
+    return tiny_weights
 
 
 @pytest.mark.slow  # a fresh interpreter, MTCNN on four photos: ~20 s on an idle 2-core machine

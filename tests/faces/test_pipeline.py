@@ -8,6 +8,7 @@ randomly initialised RestoreFormer of the real architecture at the tiny test geo
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -346,3 +347,42 @@ def test_8k_frame_with_faces_of_very_different_sizes():
     # bilinear there and back is exact on a linear ramp: float32 rounding of both warps only
     assert (out - images).abs().max() <= resampling_bound(1 / (W - 1), W, warps=2)
     assert out.dtype == torch.float32
+
+
+class NaNForOneCrop(torch.nn.Module):
+    """Negates every crop but the `bad`-th of each call, whose output is NaN: a network that
+    overflows on one face (fp16, a diverged fine-tune)."""
+
+    def __init__(self, bad: int):
+        super().__init__()
+        self.bad = bad
+
+    def forward(self, x):
+        out = -x
+        out[self.bad] = float("nan")
+        return out
+
+
+def test_a_face_with_non_finite_output_keeps_the_original_and_is_reported():
+    """NaN output was pasted as a black face and counted as restored. Now that face is not
+    pasted (its pixels stay bit-identical), its crop is the aligned original, the report counts
+    it as failed and says why; the other faces of the batch are restored as usual."""
+    images, faces = _video_batch(frames=2, per_frame=2)
+    out, mask, crops, report = restore_faces(images, NaNForOneCrop(1), faces, chunk_size=4)
+    assert torch.isfinite(out).all() and torch.isfinite(crops).all()
+    assert report.failed_faces == (1,) and report.failed_images == (0,) and report.faces == 3
+    assert any("1 face failed (image 0)" in line and "not finite" in line for line in report.lines())
+    reference, ref_mask, _, _ = restore_faces(images, Negate(), faces, chunk_size=4)
+    only_good = dataclasses.replace(faces, faces=tuple(f for k, f in enumerate(faces.faces) if k != 1))
+    expected, expected_mask, _, _ = restore_faces(images, Negate(), only_good, chunk_size=4)
+    assert torch.equal(out, expected) and torch.equal(mask, expected_mask)
+    assert not torch.equal(out, reference)  # the failed face would have changed the image
+    aligned = align_faces(images, faces, crop_size=crops.shape[1])
+    assert torch.allclose(crops[1], aligned[1], atol=1e-6)
+
+
+def test_non_finite_paste_options_are_refused():
+    images, faces = _video_batch(frames=1, per_frame=1)
+    for option in ({"feather": float("nan")}, {"erode": float("inf")}, {"erode": -1.0}):
+        with pytest.raises(ValueError, match="finite number of pixels"):
+            restore_faces(images, Identity(), faces, **option)

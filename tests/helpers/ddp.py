@@ -83,7 +83,7 @@ class Probe:
         from training.trainer import list_checkpoints
 
         checkpoints = dict(list_checkpoints(out_dir / "checkpoints"))
-        states = {step: torch.load(path, weights_only=False) for step, path in checkpoints.items()}
+        states = {step: torch.load(path, weights_only=True) for step, path in checkpoints.items()}
         (world,) = {s["world_size"] for s in states.values()}
         functions = {step: self.functions(s["modules"]) for step, s in states.items()}
         return RunOutcome(world, logs, checkpoints, functions)

@@ -1,4 +1,5 @@
-"""Shared helpers for the training tests: a small folder of real and generated face-sized images."""
+"""Shared helpers for the training tests: a small folder of real and generated face-sized images, a tiny
+stage-1 configuration, and pickles that would run code when unpickled without weights_only."""
 
 from __future__ import annotations
 
@@ -24,3 +25,55 @@ def write_face_folder(folder: Path, astronaut: np.ndarray, grace_hopper: np.ndar
         img[mask] = rng.random(3) * 0.6 + 0.3
         Image.fromarray((img.clip(0, 1) * 255).astype(np.uint8)).save(folder / f"{i + 2:03d}_generated.png")
     return folder
+
+
+def stage1_tiny_config(faces: Path, out: Path, **sections) -> dict:
+    """A stage-1 config mapping for a very small network on 32x32 faces (random loss networks)."""
+    cfg = {
+        "run": dict(out_dir=str(out), seed=0, steps=6, batch_size=2, precision="fp32", num_workers=0,
+                    device="cpu", log_every=1, sample_every=0, checkpoint_every=3, keep_checkpoints=5,
+                    progress=False, tensorboard=False),
+        "data": dict(root=str(faces), size=32, resize=True),
+        "model": dict(variant="RestoreFormer", tiny=True,
+                      overrides=dict(resolution=32, encoder_blocks=1, decoder_blocks=1, n_embed=64)),
+        "loss": dict(allow_random_loss_networks=True,
+                     perceptual=dict(kind="vgg19", weight=0.1, layers=["relu1_1", "relu2_1"]),
+                     discriminator=dict(filters=8, start_step=2)),
+        "optim": dict(lr=2e-3, lr_milestones=[4]),
+    }
+    for name, values in sections.items():
+        cfg[name] = {**cfg[name], **values}
+    return cfg
+
+
+class Payload:
+    """Unpickling this (without weights_only) runs `touch MARKER`: the stand-in for a malicious file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch '{self.marker}'",))
+
+
+def write_payload(path: Path, marker: Path, kind: str = "zip", checkpoint_like: bool = True) -> Path:
+    """A file that runs `touch marker` when unpickled normally. kind "zip": torch.save's format; "pickle":
+    a plain pickle stream. With checkpoint_like it also looks like one of our checkpoints (format,
+    task, tensors) so only the payload can give it away."""
+    import pickle
+
+    import torch
+
+    obj = {"payload": Payload(marker)}
+    if checkpoint_like:
+        obj |= {"format": "restoreformer-training-checkpoint/2", "task": "stage1", "step": 3,
+                "modules": {"generator": {"w": torch.zeros(2)}}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "zip":
+        torch.save(obj, path)
+    else:
+        with open(path, "wb") as f:
+            pickle.dump(obj, f, protocol=2)
+    return path

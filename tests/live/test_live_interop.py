@@ -29,7 +29,7 @@ live_model = live_fixtures.live_model
 live_upscaler = live_fixtures.live_upscaler
 input_photos = live_fixtures.input_photos
 
-WORKFLOW = "restore_segs_in_an_upscaled_image"
+WORKFLOW = "Restore faces through Impact Pack SEGS in an upscaled image"
 # A RestoreFormer that spandrel's loader (and so the core Load Upscale Model node) accepts: 512 px,
 # attention at 16 px (six levels), narrow so a CPU runs it in seconds.
 SPANDREL_RF = "rf-spandrel-shaped.safetensors"

@@ -14,7 +14,7 @@ import_comfy()
 
 from restoreformer_node.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: E402
 
-STYLE = re.compile(r"[A-Z][a-z]*( [A-Za-z]+)* \(RestoreFormer\)")
+STYLE = re.compile(r"[A-Z][A-Za-z]*( [A-Za-z]+)* \(RestoreFormer\)")
 
 
 @pytest.mark.parametrize("node_id", sorted(NODE_DISPLAY_NAME_MAPPINGS))

@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 from helpers import REPO as ROOT
 from helpers.numerics import gamma
+from helpers.training_data import stage1_tiny_config as tiny
 from helpers.training_data import write_face_folder
 
 from training.config import load_config
@@ -29,25 +29,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def faces(tmp_path_factory, astronaut, grace_hopper):
     return write_face_folder(tmp_path_factory.mktemp("faces"), astronaut, grace_hopper, generated=4)
-
-
-def tiny(faces: Path, out: Path, **sections) -> dict:
-    """A stage-1 config mapping for a very small network on 32x32 faces."""
-    cfg = {
-        "run": dict(out_dir=str(out), seed=0, steps=6, batch_size=2, precision="fp32", num_workers=0,
-                    device="cpu", log_every=1, sample_every=0, checkpoint_every=3, keep_checkpoints=5,
-                    progress=False, tensorboard=False),
-        "data": dict(root=str(faces), size=32),
-        "model": dict(variant="RestoreFormer", tiny=True,
-                      overrides=dict(resolution=32, encoder_blocks=1, decoder_blocks=1, n_embed=64)),
-        "loss": dict(allow_random_loss_networks=True,
-                     perceptual=dict(kind="vgg19", weight=0.1, layers=["relu1_1", "relu2_1"]),
-                     discriminator=dict(filters=8, start_step=2)),
-        "optim": dict(lr=2e-3, lr_milestones=[4]),
-    }
-    for name, values in sections.items():
-        cfg[name] = {**cfg[name], **values}
-    return cfg
 
 
 def states_equal(a: dict, b: dict, tol: float) -> float:

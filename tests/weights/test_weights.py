@@ -342,7 +342,7 @@ def test_pickle_that_would_run_code_is_refused_without_running(container, tmp_pa
     msg = str(err.value)
     assert not marker.exists(), "the pickle's command ran"
     assert "RestoreFormer.pth" in msg and "PyTorch" in msg
-    assert "tries to execute code" in msg and "was not loaded" in msg and "nothing in it was run" in msg
+    assert "tries to run code" in msg and "was not loaded" in msg and "nothing in it was run" in msg
     assert "posix.system" in msg or "nt.system" in msg
     # `convert` refuses the file too, so the advice must not send the user there.
     assert "convert" not in err.value.fix

@@ -44,15 +44,10 @@ def load_weights_file(path: str, what: str, config_key: str, allow_random: bool)
     p = Path(path).expanduser()
     if not p.is_file():
         raise FileNotFoundError(f"{what}: {config_key} = {str(p)!r} does not exist; download it there or fix the path.")
-    if p.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    from ..safe_io import read_weights
 
-        return load_file(str(p))
-    state = torch.load(p, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "params", "model"):
-        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-            state = state[key]
-    return state
+    return read_weights(p, f"{what} ({config_key})", f"download the file again (it is damaged or not the file "
+                        f"{config_key} expects) or fix {config_key}.")
 
 
 def _load_features(features: nn.Sequential, state: dict | None, what: str) -> None:
@@ -159,8 +154,16 @@ class LPIPS(nn.Module):
         return super().train(False)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.with_style(x, y, style=False)[0]
+
+    def with_style(self, x: torch.Tensor, y: torch.Tensor, style: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """(LPIPS distance, style term). The style term is the released code's extra LPIPS output:
+        at each of the five taps, the mean squared difference between the Gram matrices (normalised
+        by C*H*W, per image) of the channel-normalised features, summed over the taps; unweighted
+        (the released RF config multiplies it by lpips_style_weight = 1e9)."""
         h = (torch.cat([x, y.detach()]) - self.shift) / self.scale
         total = x.new_zeros((), dtype=torch.float32)
+        style_total = x.new_zeros((), dtype=torch.float32)
         for i, layer in enumerate(self.features):
             h = layer(h)
             if i in self.taps:
@@ -168,11 +171,22 @@ class LPIPS(nn.Module):
                 a = a / (a.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
                 b = b / (b.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
                 total = total + self.heads[self.taps[i]]((a - b) ** 2).mean()
-        return total
+                if style:
+                    style_total = style_total + (_gram(a) - _gram(b)).square().mean()
+        return total, style_total
+
+
+def _gram(features: torch.Tensor) -> torch.Tensor:
+    b, c, h, w = features.shape
+    f = features.reshape(b, c, h * w)
+    return f @ f.transpose(1, 2) / (c * h * w)
 
 
 def build_perceptual(cfg, allow_random: bool) -> nn.Module:
     """From a `PerceptualConfig`: kind 'vgg19' (paper) or 'lpips' (released code)."""
+    if cfg.style_weight > 0 and cfg.kind != "lpips":
+        raise ValueError("loss.perceptual.style_weight is the released code's LPIPS style term; it needs "
+                         f"loss.perceptual.kind: lpips (got {cfg.kind!r})")
     if cfg.kind == "vgg19":
         state = load_weights_file(cfg.vgg_weights, "perceptual loss VGG-19", "loss.perceptual.vgg_weights", allow_random)
         return VGGPerceptual(state, cfg.layers, cfg.layer_weights, cfg.criterion, "vgg19")
