@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
-from ..options import IMAGE_SUFFIXES
+from ..options import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from .arguments import UsageError
 from .outputs import path_key
 
@@ -24,9 +24,16 @@ CROPS_FOLDER = "crops"
 
 @dataclass(frozen=True)
 class Job:
-    source: Path  # the image file read
+    source: Path  # the image file read (for a frame of a video: the video file)
     target: Path  # the PNG written
     relative: PurePath  # the source's path below its input folder (its name for a file input)
+    frame: int | None = None  # position in its sequence (restore --sequence), else None
+    video: bool = False  # the frame is decoded from the video file `source`
+
+    @property
+    def label(self) -> str:
+        """How messages name the input: its path, and the frame for a frame of a video."""
+        return f"{self.source} frame {self.frame}" if self.video else str(self.source)
 
 
 def images_in(folder: Path, recursive: bool) -> list[Path]:
@@ -52,6 +59,8 @@ def plan_jobs(inputs: Sequence[str], out: Path, recursive: bool, save_crops: boo
                 relative = f.relative_to(path)
                 jobs.append(Job(f, out / relative.with_suffix(".png"), relative))
         elif path.is_file():
+            if path.suffix.lower() in VIDEO_SUFFIXES:
+                raise UsageError(f"{path}: a video file; restore its frames with --sequence")
             jobs.append(Job(path, out / (path.stem + ".png"), PurePath(path.name)))
         elif path.exists():
             raise UsageError(f"{path}: not a file or folder")
@@ -101,4 +110,4 @@ def crop_target(job: Job, out: Path, index: int) -> Path:
     return out / CROPS_FOLDER / job.relative.parent / f"{job.relative.stem}_face{index}.png"
 
 
-__all__ = ["CROPS_FOLDER", "Job", "crop_target", "images_in", "plan_jobs"]
+__all__ = ["CROPS_FOLDER", "Job", "check_plan", "crop_target", "images_in", "plan_jobs"]

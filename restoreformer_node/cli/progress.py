@@ -126,14 +126,20 @@ class _AroundBar:
 
 @contextlib.contextmanager
 def progress_bar(
-    total: int, mode: str = "auto", label: str = "files", prefix: str = "", stream: TextIO | None = None
+    total: int,
+    mode: str = "auto",
+    label: str = "files",
+    prefix: str = "",
+    stream: TextIO | None = None,
+    live: bool = True,
 ) -> Iterator[ProgressBar]:
     """A ProgressBar on `stream` (default stderr). mode "auto": a live bar on a terminal, nothing
-    otherwise; "on": a live bar on a terminal, progress lines otherwise; "off": nothing."""
+    otherwise; "on": a live bar on a terminal, progress lines otherwise; "off": nothing.
+    live=False treats a terminal like a log (several processes sharing one terminal)."""
     if mode not in PROGRESS_MODES:
         raise ValueError(f"progress mode {mode!r}: choose one of {', '.join(PROGRESS_MODES)}")
     stream = stream or sys.stderr
-    terminal = mode != "off" and bool(getattr(stream, "isatty", lambda: False)())
+    terminal = live and mode != "off" and bool(getattr(stream, "isatty", lambda: False)())
     bar = ProgressBar(total, stream, live=terminal, log=mode == "on" and not terminal, label=label, prefix=prefix)
     if not terminal:
         try:

@@ -112,6 +112,14 @@ def detection_size(height: int, width: int, max_side: int) -> tuple[int, int]:
     return max(1, round(height * ratio)), max(1, round(width * ratio))
 
 
+def frames_per_chunk(height: int, width: int, max_side: int = DEFAULT_MAX_SIDE) -> int:
+    """Images of this size searched in one forward pass. Chunks bound the memory of both the
+    full-size copy on the device and the activations. (A detector's numbers for an image can
+    differ in the last bits with the other images of its chunk, as any batched float sum does.)"""
+    det_h, det_w = detection_size(height, width, max_side)
+    return max(1, min(CHUNK_FRAMES, CHUNK_PIXELS // (max(height * width, det_h * det_w))))
+
+
 class FaceDetector(ABC):
     """A face detector bound to one device. Subclasses implement `_detect_chunk`."""
 
@@ -143,8 +151,7 @@ class FaceDetector(ABC):
         if min(height, width) < MIN_IMAGE_SIDE or batch == 0:
             return [Detection.empty() for _ in range(batch)]
         det_h, det_w = detection_size(height, width, max_side)
-        # Chunks bound the memory of both the full-size copy on the device and the activations.
-        per_chunk = max(1, min(CHUNK_FRAMES, CHUNK_PIXELS // (max(height * width, det_h * det_w))))
+        per_chunk = frames_per_chunk(height, width, max_side)
         results: list[Detection] = []
         with torch.inference_mode():
             for start in range(0, batch, per_chunk):
