@@ -80,12 +80,15 @@ def shard(items: Sequence[T], ranks: Ranks) -> list[T]:
     return list(items[ranks.rank :: ranks.world])
 
 
-def block(count: int, ranks: Ranks) -> range:
-    """This process's contiguous share of `count` ordered items (frames of one sequence): the
-    first `count % world` processes take one more."""
-    size, extra = divmod(count, ranks.world)
+def block(count: int, ranks: Ranks, unit: int = 1) -> range:
+    """This process's contiguous share of `count` ordered items (frames of one sequence), cut
+    between whole units of `unit` items (the last unit may be short): the first processes take
+    one unit more when the units do not divide evenly."""
+    units = -(-count // unit)
+    size, extra = divmod(units, ranks.world)
     first = ranks.rank * size + min(ranks.rank, extra)
-    return range(first, first + size + (1 if ranks.rank < extra else 0))
+    last = first + size + (1 if ranks.rank < extra else 0)
+    return range(min(first * unit, count), min(last * unit, count))
 
 
 def add_up(counts: Sequence[int], ranks: Ranks) -> list[int]:

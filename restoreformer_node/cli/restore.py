@@ -415,12 +415,16 @@ def open_restorer(args: argparse.Namespace, settings: Settings, device, tally: T
 
 def own_shares(settings: Settings, ranks: Ranks) -> list[tuple[object, list[Job]]]:
     """(sequence or None, this process's jobs of it): every world-th image file, or a contiguous
-    block of each sequence's frames."""
+    block of each sequence's frames. Blocks are cut between the detector's chunks of frames
+    (CHUNK_FRAMES; smaller for frames over ~2 megapixels, whose chunks may straddle the cut), so
+    with a --batch that divides CHUNK_FRAMES the frames are searched and restored in the same
+    batches as by one process, and the outputs are the same bit for bit."""
+    from ..faces.detectors.base import CHUNK_FRAMES
     from .distributed import block, shard
 
     if settings.sequences is None:
         return [(None, shard(settings.jobs, ranks))]
-    return [(seq, [seq.jobs[k] for k in block(len(seq.jobs), ranks)]) for seq in settings.sequences]
+    return [(seq, [seq.jobs[k] for k in block(len(seq.jobs), ranks, CHUNK_FRAMES)]) for seq in settings.sequences]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -98,3 +98,9 @@ def test_every_item_goes_to_exactly_one_rank(world, count):
         assert sorted(i for share in split for i in share) == items
         assert max(map(len, split)) - min(map(len, split)) <= 1
     assert [i for b in blocks for i in b] == items  # blocks are contiguous and in rank order
+    for unit in (3, 8):
+        cut = [block(count, Ranks(r, world), unit) for r in range(world)]
+        assert [i for b in cut for i in b] == items
+        assert all(b.start % unit == 0 for b in cut if len(b))  # cut between whole units only
+        # blocks differ by at most one unit, and the last unit may be short by up to unit - 1
+        assert max(map(len, cut)) - min(map(len, cut)) <= 2 * unit - 1
