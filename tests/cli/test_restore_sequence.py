@@ -51,6 +51,7 @@ def restore(*argv) -> int:
         return stop.code
 
 
+@pytest.mark.slow  # the command, then Detect Faces and three restores of the same frames: ~35 s on 2 shared cores
 def test_sequence_equals_detect_faces_tracking_on_the_whole_batch(frame_folder, frames, tiny_weights, mtcnn, tmp_path):
     """Frames searched and restored two at a time get the faces Detect Faces' tracking path finds
     on the whole batch: restoring those faces in the same pairs gives the same pixels. (The pairs
