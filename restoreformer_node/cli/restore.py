@@ -445,11 +445,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"{ranks.tag()}{tally.skipped} output{'s' if tally.skipped != 1 else ''} already in {settings.out}, "
               "skipped (--overwrite replaces them)")
     needed = add_up([len(todo) for todo in todos], ranks)  # per share, over all processes
-    if any(needed):
+    tracking = settings.sequences is not None and settings.smoothing > 0
+    # with tracking, a needed sequence's frames are read twice: searched for faces (by every process
+    # for its block, whatever it restores itself), then restored
+    searched = sum(len(jobs) for (_, jobs), count in zip(shares, needed) if tracking and count)
+    if any(todos) or (tracking and any(needed)):  # (tracked sequences: every process joins the exchange)
         restorer = open_restorer(args, settings, rank_device(settings.device, ranks), tally, ranks)
-        tracking = settings.sequences is not None and settings.smoothing > 0
-        # with tracking, a needed sequence's frames are read twice: searched for faces, then restored
-        searched = sum(len(jobs) for (_, jobs), count in zip(shares, needed) if tracking and count)
         label = "frame reads" if tracking else "frames" if settings.sequences else "files"
         with progress_bar(
             searched + sum(map(len, todos)), "off" if args.quiet else "on", label, prefix=ranks.tag(),

@@ -104,3 +104,17 @@ def test_every_item_goes_to_exactly_one_rank(world, count):
         assert all(b.start % unit == 0 for b in cut if len(b))  # cut between whole units only
         # blocks differ by at most one unit, and the last unit may be short by up to unit - 1
         assert max(map(len, cut)) - min(map(len, cut)) <= 2 * unit - 1
+
+
+def test_each_process_takes_the_gpu_of_its_local_rank(monkeypatch):
+    import torch
+
+    from restoreformer_node.cli.distributed import rank_device
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)  # a machine with 4 GPUs (the count only)
+    cuda = torch.device("cuda")
+    assert rank_device(cuda, Ranks(3, 8, 3)) == torch.device("cuda", 3)
+    assert rank_device(cuda, Ranks(5, 8, 5)) == torch.device("cuda", 1)  # more processes than GPUs: shared
+    assert rank_device(cuda, Ranks(0, 1, 0)) == cuda  # one process: as given
+    assert rank_device(torch.device("cuda", 2), Ranks(1, 2, 1)) == torch.device("cuda", 2)  # the user's choice
+    assert rank_device(torch.device("cpu"), Ranks(1, 2, 1)) == torch.device("cpu")
