@@ -6,14 +6,16 @@ the state-dict keys stay exactly those of the plain definition. Loading and trai
 classes; call this once after the weights are in (runtime/prepare.py does).
 
 What it does (each chosen by measurement with bench/model_forward.py; figures in bench/README.md):
-- CPU, fp32: 3x3 stride-1 convolutions on maps of WINOGRAD_MIN_SIDE and larger run through
-  NNPACK's Winograd F(6x6, 3x3) kernels (shipped inside PyTorch's x86-64 and ARM builds), one image
-  at a time, which is the call NNPACK serves with Winograd. Winograd needs fewer multiplies than a
-  direct convolution; its transforms round a little more (tests bound it against float64).
-  Smaller maps, other kernels, GPUs, half precision and autograd use the normal convolution. Where
-  NNPACK is missing (Windows builds, CPUs without AVX2) the CPU path uses channels-last instead.
-- channels-last (NHWC) convolutions: oneDNN (without NNPACK) runs 3x3 convolutions without
-  reordering the activations around every call.
+- CPU, fp32: each 3x3 stride-1 convolution runs through the kernel that is fastest for its shape
+  on this machine (runtime/conv_routes.py: NNPACK's Winograd F(6x6, 3x3) one image at a time,
+  oneDNN on NCHW or NHWC maps, oneDNN with pre-packed weights), timed once per machine and kept in
+  the user's cache; "fixed" routes keep the rule of the first machine measured (Winograd on maps
+  of WINOGRAD_MIN_SIDE and larger). Winograd's transforms round a little more than a direct
+  convolution (tests bound every route against float64). GPUs, half precision and autograd use
+  the normal convolution. Where NNPACK is missing (Windows builds, CPUs without AVX2) the model's
+  weights are laid out channels-last.
+- channels-last (NHWC) convolutions: oneDNN runs 3x3 convolutions without reordering the
+  activations around every call.
 - GroupNorm followed by an in-place SiLU and in-place residual adds: fewer full-resolution
   temporaries (these passes are memory-bound).
 - Upsample (nearest x2, then a 3x3 conv) as a sub-pixel convolution: the 3x3 kernel acting on a
@@ -33,14 +35,14 @@ optimised model can still be fine-tuned (slowly) without silent gradient errors.
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..model.blocks import AttentionBlock, Downsample, ResnetBlock, Upsample
 from ..model.network import RestoreFormer
+from .conv_routes import WINOGRAD_MIN_SIDE as WINOGRAD_MIN_SIDE  # re-exported: its old home
+from .conv_routes import ConvRouting, routable, routing_of, weight_stamp, winograd_available
 
 # Row (or column) merge of a 3x3 kernel acting on a nearest-x2 upsampled map, per output parity.
 # For output row 2i+a the three kernel rows read low-resolution rows:
@@ -191,77 +193,29 @@ def stream_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return y
 
 
-# NNPACK's Winograd kernels pay on maps of this side and larger; on smaller maps the per-call
-# transform of the (widest, 512-channel) kernels costs more than it saves (bench/README.md).
-WINOGRAD_MIN_SIDE = 32
-_winograd_state: dict[str, bool] = {}
-
-
-def winograd_available() -> bool:
-    """True when PyTorch's NNPACK works on this CPU (checked once; the check also initialises it,
-    without which its kernels fail)."""
-    if "available" not in _winograd_state:
-        try:
-            _winograd_state["available"] = bool(torch._nnpack_available())
-        except Exception:  # a build without the op
-            _winograd_state["available"] = False
-    return _winograd_state["available"]
-
-
 def prefers_channels_last(device: torch.device | str) -> bool:
     """The memory format `optimize_for_inference` should use for a model that runs on `device`:
-    channels-last on a CPU without NNPACK; NCHW on a CPU with it (its kernels read NCHW) and on
-    GPUs (cuDNN's NCHW bf16 path measured faster; bench/README.md)."""
+    channels-last on a CPU without NNPACK; NCHW on a CPU with it (its kernels read NCHW; the other
+    routes lay out their own copies of the weights) and on GPUs (cuDNN's NCHW bf16 path measured
+    faster; bench/README.md)."""
     return torch.device(device).type == "cpu" and not winograd_available()
 
 
-def winograd_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether `FastConv3x3` would send x through NNPACK."""
-    return (
-        x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and weight.dtype == torch.float32
-        and x.dim() == 4
-        and min(x.shape[-2:]) >= WINOGRAD_MIN_SIDE
-        and not torch.is_grad_enabled()
-        and not torch.is_autocast_enabled("cpu")
-        and not torch.compiler.is_compiling()  # NNPACK's op has no tracing kernel; inductor picks its own
-        and winograd_available()
-    )
-
-
 class FastConv3x3(nn.Conv2d):
-    """3x3, stride 1, padding 1 convolution that takes NNPACK's Winograd path where it pays.
-
-    NNPACK runs Winograd only for single images (a batch goes to a slower, exact algorithm), so a
-    batch is convolved image by image. Winograd's transforms round differently from a direct
-    convolution (the full network's error against float64 is in bench/README.md).
+    """3x3, stride 1, padding 1 convolution whose CPU kernel is chosen per layer shape
+    (runtime/conv_routes.py: NNPACK Winograd one image at a time, oneDNN NCHW, NHWC or with
+    pre-packed weights). GPUs, half precision, autograd and traced graphs run the plain convolution.
     """
 
     def uses_winograd(self, x: torch.Tensor) -> bool:
-        """Whether forward(x) takes NNPACK (not switched off by optimize_for_inference's
-        `winograd=False`, and `winograd_applies`)."""
-        return getattr(self, "winograd", True) and winograd_applies(x, self.weight)
+        """Whether the fixed rule sends x through NNPACK (not switched off by optimize_for_inference's
+        `winograd=False`, fp32 CPU inference, a map of WINOGRAD_MIN_SIDE or larger)."""
+        return routable(x, self.weight) and routing_of(self).fixed_route(self, x) == "winograd"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.uses_winograd(x):
-            try:
-                return _winograd_conv(x, self.weight, self.bias)
-            except RuntimeError as exc:  # never lose a run to the fast path
-                _winograd_state["available"] = False
-                warnings.warn(f"NNPACK convolution failed ({exc}); using the normal convolution", stacklevel=2)
-        return super().forward(x)
-
-
-def _winograd_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    x = x.contiguous()
-    weight = weight.contiguous()
-    if x.shape[0] == 1:
-        return torch._nnpack_spatial_convolution(x, weight, bias, [1, 1])
-    out = torch.empty((x.shape[0], weight.shape[0], *x.shape[2:]), dtype=x.dtype)
-    for i in range(x.shape[0]):
-        out[i] = torch._nnpack_spatial_convolution(x[i : i + 1], weight, bias, [1, 1])[0]
-    return out
+        if not routable(x, self.weight):
+            return super().forward(x)
+        return routing_of(self).conv(self, x)
 
 
 def _is_winograd_conv(module: nn.Module) -> bool:
@@ -298,11 +252,7 @@ class FastUpsample(Upsample):
             # below would break it); inductor folds it with the weights.
             return subpixel_weight(self.conv.weight)
         w = self.conv.weight
-        # Weights loaded under inference_mode (as ComfyUI runs nodes) have no version counter;
-        # they cannot be changed in place outside inference mode, so pointer, dtype and device
-        # identify them.
-        version = None if w.is_inference() else w._version
-        stamp = (version, w.data_ptr(), w.dtype, w.device)
+        stamp = weight_stamp(w)
         if getattr(self, "_subpixel_stamp", None) != stamp:
             # Non-persistent: never in the state dict, rebuilt when the conv weight changes.
             self.register_buffer("subpixel_weight", subpixel_weight(w.detach()), persistent=False)
@@ -315,14 +265,19 @@ class FastUpsample(Upsample):
             self._subpixel_stamp = stamp
         return self.subpixel_weight
 
+    def _subpixel_fp32(self, x: torch.Tensor) -> torch.Tensor:
+        return subpixel_upsample_conv(x, self._phase_weight(), self.conv.bias)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled():
             return super().forward(x)
-        if isinstance(self.conv, FastConv3x3) and self.conv.uses_winograd(x):
-            # Low-resolution input of 32+ px: Winograd at full resolution needs fewer multiplies
-            # than the sub-pixel kernels (about 7 vs 16 per output pixel and channel pair) and
-            # measured faster. Smaller inputs keep the sub-pixel kernels.
-            return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        if isinstance(self.conv, FastConv3x3) and routable(x, self.conv.weight):
+            # fp32 on a CPU: the sub-pixel kernels (16 taps at low resolution) or nearest x2 then
+            # the 3x3 convolution at full resolution (9 taps, and Winograd needs fewer multiplies
+            # than that), whichever the routing picks for this shape.
+            if routing_of(self.conv).upsample_route(self.conv, x, self._subpixel_fp32) == "nearest":
+                return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+            return self._subpixel_fp32(x)
         weight4 = self._phase_weight()
         lean = _lean_dtype(x)
         if lean is not None:
@@ -340,7 +295,7 @@ class FastUpsample(Upsample):
             if scale is not None:
                 y = y * scale
             return y + self.conv.bias.float().view(1, -1, 1, 1)
-        return subpixel_upsample_conv(x, weight4, self.conv.bias)
+        return subpixel_upsample_conv(x, weight4, self.conv.bias)  # a model cast to half, or a GPU
 
 
 class FastDownsample(Downsample):
@@ -390,6 +345,7 @@ def optimize_for_inference(
     channels_last: bool | None = None,
     subpixel: bool = True,
     winograd: bool = True,
+    routes: str | ConvRouting | None = None,
 ) -> RestoreFormer:
     """Switch `model`'s blocks to their fast inference forms in place and return it.
 
@@ -397,15 +353,21 @@ def optimize_for_inference(
     kernels are non-persistent buffers). `channels_last` stores conv weights NHWC (inputs are
     converted on entry by `forward`'s first conv); None picks `prefers_channels_last` for the
     device the weights are on now, so a caller that moves the model later should pass it.
-    `subpixel=False` keeps the nearest+conv upsample and `winograd=False` the oneDNN 3x3
-    convolutions (for ablations). Idempotent.
+    `subpixel=False` keeps the nearest+conv upsample and `winograd=False` keeps NNPACK out of the
+    3x3 convolutions (for ablations). `routes` picks the CPU kernel of each 3x3 convolution and
+    upsample (runtime/conv_routes.py): "auto" (timed per shape on this machine, kept in the user's
+    cache), "fixed" (the built-in rule), a route name, or a ConvRouting; None reads the
+    RESTOREFORMER_CONV_ROUTES environment variable (default "auto"). Idempotent.
     """
     if channels_last is None:
         channels_last = prefers_channels_last(next(model.parameters()).device)
+    if not isinstance(routes, ConvRouting):
+        routes = ConvRouting.from_env() if routes is None else ConvRouting(routes)
     for module in model.modules():
         if _is_winograd_conv(module) or isinstance(module, FastConv3x3):
             module.__class__ = FastConv3x3
             module.winograd = winograd
+            module.routing = routes
             continue
         fast = _FAST_CLASSES.get(type(module))
         if fast is FastUpsample and not subpixel:
@@ -422,7 +384,8 @@ def restore_plain(model: RestoreFormer) -> RestoreFormer:
     for module in model.modules():
         if isinstance(module, FastConv3x3):
             module.__class__ = nn.Conv2d
-            module.__dict__.pop("winograd", None)
+            for name in ("winograd", "routing", "_route_weights"):
+                module.__dict__.pop(name, None)
             continue
         plain = _PLAIN_CLASSES.get(type(module))
         if plain is not None:
