@@ -35,6 +35,8 @@ optimised model can still be fine-tuned (slowly) without silent gradient errors.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -156,8 +158,45 @@ def _norm(norm: nn.GroupNorm, x: torch.Tensor, scratch: bool = False) -> torch.T
     return F.group_norm(x, g, norm.weight.float(), norm.bias.float(), norm.eps)
 
 
+# GroupNorm then SiLU as one generated kernel (torch.compile of just these two ops), per device
+# type: one read for the statistics and one read and write for the output, where the two ATen
+# kernels read the map three times and write it twice. Off until a measurement turns it on
+# (bench/gpu_all.sh "switches"); a network compiled as a whole gets the same fusion from inductor.
+FUSED_NORM_SILU: dict[str, bool] = {}
+_fused_norm_silu_fn: list = []
+
+
+def _group_norm_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int, eps: float) -> torch.Tensor:
+    return F.silu(F.group_norm(x, groups, weight, bias, eps))
+
+
+def _fused_norm_silu(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor | None:
+    """norm+SiLU through the compiled kernel where FUSED_NORM_SILU turns it on for x's device and
+    the maps stay in one dtype (no fp32 islands); None where the separate kernels run."""
+    device = x.device.type
+    if not FUSED_NORM_SILU.get(device) or torch.compiler.is_compiling() or torch.is_grad_enabled():
+        return None
+    dtype = x.dtype if _autocast_dtype(x) is None else _lean_dtype(x)
+    if dtype is None:
+        return None
+    if not _fused_norm_silu_fn:
+        _fused_norm_silu_fn.append(torch.compile(_group_norm_silu))  # one graph per shape, then dynamic
+    try:
+        with torch.autocast(device, enabled=False):
+            return _fused_norm_silu_fn[0](x.to(dtype), norm.weight.to(dtype), norm.bias.to(dtype), norm.num_groups, norm.eps)
+    except Exception as error:  # noqa: BLE001 - no compiler, no Triton: the separate kernels still run
+        FUSED_NORM_SILU[device] = False
+        warnings.warn(f"fused GroupNorm+SiLU failed on {device} ({type(error).__name__}: {str(error)[:200]}); "
+                      "using the separate kernels", stacklevel=3)
+        return None
+
+
 def norm_silu(norm: nn.GroupNorm, x: torch.Tensor, scratch: bool = False) -> torch.Tensor:
-    """GroupNorm (see `_norm` for its dtype) then SiLU in place."""
+    """GroupNorm (see `_norm` for its dtype) then SiLU in place, or both in one fused kernel
+    (FUSED_NORM_SILU)."""
+    fused = _fused_norm_silu(norm, x)
+    if fused is not None:
+        return fused
     return F.silu(_norm(norm, x, scratch), inplace=True)
 
 
