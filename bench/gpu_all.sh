@@ -18,8 +18,9 @@ fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 # TINY=1: every step on the CPU at the tiny geometry (the code paths, not the timings).
 # The step limits fit a GPU lease; a shared CPU runs the dry run several times slower (LIMIT_SCALE).
-if [[ -n ${TINY:-} ]]; then DEV="--device cpu --tiny"; SUITE="--suite matrix"; SCALE=${LIMIT_SCALE:-8}
-else DEV="--device cuda"; SUITE=""; SCALE=${LIMIT_SCALE:-1}; fi
+# A dry run times one round (its timings mean nothing).
+if [[ -n ${TINY:-} ]]; then DEV="--device cpu --tiny"; SUITE="--suite matrix"; SCALE=${LIMIT_SCALE:-8}; ROUNDS=(--rounds 1)
+else DEV="--device cuda"; SUITE=""; SCALE=${LIMIT_SCALE:-1}; ROUNDS=(); fi
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,power.limit --format=csv || echo "no nvidia-smi"
   $PY -c "import torch, spandrel; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version(), 'spandrel', spandrel.__version__, 'device', torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU')"
@@ -30,7 +31,7 @@ step() {  # step NAME SECONDS COMMAND...
   [[ $WANT == *" $name "* ]] || return 0
   local t0=$SECONDS
   echo "=== $name (limit ${limit}s)"
-  timeout "$limit" "$@" 2>&1 | tee "$OUT/$name.log"
+  timeout "$limit" "$@" "${ROUNDS[@]}" 2>&1 | tee "$OUT/$name.log"
   echo "=== $name: exit ${PIPESTATUS[0]} after $((SECONDS - t0)) s" | tee -a "$OUT/steps.txt"
 }
 # 1. Forward pass: fp32 / bf16 / fp16, batch 1 and 8, errors against spandrel's strict fp32 output.
