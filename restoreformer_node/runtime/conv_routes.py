@@ -139,12 +139,23 @@ def weight_stamp(w: torch.Tensor) -> tuple:
     return (None if w.is_inference() else w._version, w.data_ptr(), w.dtype, w.device)
 
 
+class DerivedWeights(dict):
+    """A module's weights laid out for its routes. Copies and pickles of the module start empty and
+    rebuild on use: oneDNN's packed tensors can be neither copied nor pickled."""
+
+    def __deepcopy__(self, memo: dict) -> DerivedWeights:
+        return DerivedWeights()
+
+    def __reduce__(self):
+        return (DerivedWeights, ())
+
+
 def _derived_weight(conv: nn.Conv2d, name: tuple, make: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """`make(conv.weight)`, kept on the module (not in its state dict) until the weight changes."""
     stamp = weight_stamp(conv.weight)
     cache = conv.__dict__.get("_route_weights")
     if cache is None or cache.get("stamp") != stamp:
-        cache = {"stamp": stamp}
+        cache = DerivedWeights(stamp=stamp)
         conv.__dict__["_route_weights"] = cache
     if name not in cache:
         cache[name] = make(conv.weight.detach())

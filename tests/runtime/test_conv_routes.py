@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import pickle
 import warnings
 
 import pytest
@@ -331,3 +332,18 @@ def test_a_copied_network_shares_its_routing(tmp_path):
     copied = copy.deepcopy(model)
     assert copied.decoder.conv_out.routing is model.decoder.conv_out.routing
     assert copied.decoder.conv_out.routing.table is table
+
+
+@pytest.mark.parametrize("route", CONV_ROUTES)
+def test_a_network_that_ran_can_be_copied_and_pickled(route):
+    """oneDNN's packed weights cannot be copied or pickled; the copy rebuilds them on use."""
+    _skip_unless_available(route)
+    model = optimize_for_inference(random_restoreformer(), routes=route)
+    x = _input(1)
+    with torch.no_grad():
+        out = model(x)
+        copied = copy.deepcopy(model)
+        assert not copied.decoder.conv_out.__dict__["_route_weights"]
+        assert torch.equal(copied(x), out)
+        pickled = pickle.loads(pickle.dumps(model))
+        assert torch.equal(pickled(x), out)
