@@ -199,11 +199,12 @@ def _run_channels_last(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 def _run_packed(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     x = x.contiguous(memory_format=torch.channels_last)
     ops = torch.ops.mkldnn
-    # oneDNN picks the blocked weight layout for the input shape it is given; a different shape
-    # later still runs (oneDNN reorders), so one packing per input shape keeps it at its best.
+    # oneDNN picks the blocked weight layout for the input shape it is given (one image of the
+    # first map seen); other batch sizes and maps still run right (oneDNN reorders if it must), and
+    # one packed copy per convolution keeps the memory at one extra set of weights.
     weight = _derived_weight(
-        conv, ("packed", tuple(x.shape)),
-        lambda w: ops._reorder_convolution_weight(w.contiguous(), [1, 1], [1, 1], [1, 1], 1, list(x.shape)),
+        conv, ("packed",),
+        lambda w: ops._reorder_convolution_weight(w.contiguous(), [1, 1], [1, 1], [1, 1], 1, [1, *x.shape[1:]]),
     )
     return ops._convolution_pointwise(x, weight, conv.bias, [1, 1], [1, 1], [1, 1], 1, "none", [], "")
 
