@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--layouts", nargs="+", default=["nchw"], choices=["nchw", "channels-last"],
                    help="input layout of the compiled graph (CompileOptions.channels_last)")
     p.add_argument("--weight-dtype", default="fp32", choices=["fp32", "bf16"],
-                   help="the network's weights, as Load RestoreFormer Model's weight_dtype stores them")
+                   help="the network's weights, as Load Model (RestoreFormer)'s weight_dtype stores them")
     p.add_argument("--crops", type=int, default=20, help="crops per restore call (default 20)")
     p.add_argument("--chunk", type=int, default=8, help="memory chunk size (default 8)")
     p.add_argument("--rounds", type=int, default=5)

@@ -159,7 +159,7 @@ def run(args) -> str:
     config = tiny_config(RESTOREFORMER) if args.tiny else RESTOREFORMER
     base = random_model(config).to(dev)
     fast = optimize_for_inference(copy.deepcopy(base))
-    # Load RestoreFormer Model's weight_dtype bf16 (the CLI's --precision bf16 on a GPU); a GPU row (CPU: dry run).
+    # Load Model (RestoreFormer)'s weight_dtype bf16 (the CLI's --precision bf16 on a GPU); a GPU row (CPU: dry run).
     fast_bf16 = cast_weights(copy.deepcopy(fast), "bf16") if (cuda or args.tiny) and "bf16" in args.precisions else None
     twin = spandrel_twin(base) if args.spandrel_row else None
     size = config.resolution

@@ -3,7 +3,7 @@ independent implementation holding exactly the same weights.
 
 Pretrained weights cannot be had offline, so tests and benchmarks use random initialisations of the
 real architecture; the codebook is spread to unit scale so the nearest-entry search is meaningful.
-spandrel is a test/benchmark dependency only (imported when a twin is asked for).
+spandrel (a runtime dependency: face models and upscalers) is imported only when a twin is asked for.
 """
 
 from __future__ import annotations

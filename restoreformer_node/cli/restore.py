@@ -26,6 +26,7 @@ from ..options import (
     IMAGE_SUFFIXES,
     PRECISIONS,
 )
+from . import upscale
 
 BATCH_PIXELS = 48_000_000  # images of one batch in memory at once (about 8 frames of 2560x2304)
 
@@ -69,6 +70,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=8, help="images of one size restored together (default 8)")
     p.add_argument("--save-crops", action="store_true", help="also write the restored 512 crops to DIR/crops")
     p.add_argument("--overwrite", action="store_true", help="replace existing files in --out (default: skip them)")
+    upscale.add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -169,6 +171,11 @@ def run(args: argparse.Namespace) -> int:
     prepared = prepare(args.model, device, "bf16" if args.precision == "bf16" else "fp32")
     model = prepared.model
     detector = load_detector(args.detector, args.detector_weights, device)
+    try:
+        upscaling = upscale.prepare(args, device)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     selection = FaceSelection(mode=args.select)
     compile_options = CompileOptions(mode=args.compile_mode) if args.compile else None
     # A compile failure is logged once as a warning (stderr) by runtime/compile.py.
@@ -177,7 +184,8 @@ def run(args: argparse.Namespace) -> int:
         skipped = compile_skipped(compile_options, device)
         how = f"; {skipped}" if skipped else f", {compile_options.describe()} (the first batch compiles: a minute or more)"
     weights = ", bf16 weights" if prepared.weight_dtype == "bf16" else ""
-    print(f"{Path(args.model).name}: {model.config.variant} on {device}{weights}{how}; detector {args.detector}")
+    print(f"{Path(args.model).name}: {model.config.variant} on {device}{weights}{how}; detector {args.detector}"
+          + (f"; {upscaling.describe()}" if upscaling else ""))
 
     failed = 0
     loaded = []
@@ -195,6 +203,8 @@ def run(args: argparse.Namespace) -> int:
     for group in _batches(loaded, max(1, args.batch)):
         images = torch.stack([item[1] for item in group])
         faces = find_faces(detector, images, selection)
+        if upscaling is not None:
+            images, faces, _ = upscaling.apply(images, faces)
         result = restore_faces(
             images,
             model,

@@ -133,11 +133,16 @@ def select_faces(found: Detection, selection: FaceSelection) -> ImageSelection:
     else:
         chosen = list(dict.fromkeys(i % count for i in selection.indices if -count <= i < count))
         missing = [i for i in selection.indices if not -count <= i < count]
-        if missing:
-            notes.append(f"face index {', '.join(map(str, missing))} not found ({count} faces)")
-    if total and not chosen:
-        notes.append(f"{total} face(s) found, none passed the selection")
+        if missing and count:  # with no candidate at all, the note below (or the no-face line) says it
+            notes.append(f"face index {', '.join(map(str, missing))} not found ({_faces(count)})")
+    # One note per image, none that only repeats "no face found": the report's no-face line says that.
+    if total and not count:
+        notes.append(f"{_faces(total)} found, none passed the minimum score and size")
     return ImageSelection(ordered, tuple(chosen), total, tuple(notes))
+
+
+def _faces(count: int) -> str:
+    return f"{count} face{'s' if count != 1 else ''}"
 
 
 def build_faces(
@@ -211,7 +216,7 @@ def find_faces_detailed(
     notes: list[str] = []
     if min(height, width) < MIN_IMAGE_SIDE:
         notes.append(
-            f"image {width}x{height} is smaller than {MIN_IMAGE_SIDE} px on a side: no face looked for"
+            f"image {width}x{height} is smaller than {MIN_IMAGE_SIDE} px on a side: too small to search for faces"
         )
     elif max(height, width) > max_side:
         det_h, det_w = detection_size(height, width, max_side)
@@ -241,7 +246,7 @@ def faces_or_detect(
         return faces, notes
     if detector is None:
         detector = load_detector(DEFAULT_DETECTOR, device=device)
-        notes.append(f"no faces or detector connected: detected with {DEFAULT_DETECTOR.upper()}")
+        notes.append(f"neither faces nor a detector connected: detected with {DEFAULT_DETECTOR.upper()}")
     return find_faces(detector, images, progress=progress), notes
 
 

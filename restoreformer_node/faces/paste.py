@@ -65,6 +65,8 @@ def paste_faces(
     *,
     erode: float = DEFAULT_ERODE,
     feather: float = DEFAULT_FEATHER,
+    crop_masks: torch.Tensor | None = None,
+    image_mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Composite crops into a copy of the images.
 
@@ -72,6 +74,9 @@ def paste_faces(
     Cc = the colour channels of the images (1 or 3; an alpha channel after them is never
     touched); image_index: [N]; affines: [N, 2, 3] source pixels -> crop pixels.
     erode, feather: pixels of a 512 crop.
+    crop_masks: [N, 1, S, S] in [0, 1] on the crops' device, multiplied into each face's mask in
+    crop space (e.g. face parsing: only skin, eyes, ...); image_mask: [B, H, W] in [0, 1], multiplied
+    in image space (the user's MASK: only where it allows).
     Faces are composited in list order, a later face over an earlier one where they overlap.
     Returns (images [B, H, W, C] same dtype and device, mask [B, H, W] float32: the largest
     face mask at each pixel).
@@ -91,6 +96,8 @@ def paste_faces(
     affines = affines.to(torch.float64).cpu()
     image_index = image_index.to(torch.long).cpu()
     device = crops.device
+    if crop_masks is not None:  # warped with the colour, as one more channel
+        crops = torch.cat([crops, crop_masks.to(device, crops.dtype)], dim=1)
     # only the part of each crop where the mask can be > 0 is looked at
     boxes = crop_footprints(affines, S, inset=min(erode_px, S / 2 - 1), margin=1.0)
     forward = homogeneous(affines)
@@ -103,7 +110,7 @@ def paste_faces(
             @ translation(group.origins)
             @ pixels_from_normalized(w, h, n)
         )[:, :2]
-        grid = F.affine_grid(theta.to(device, torch.float32), [n, Cc, h, w], align_corners=False)
+        grid = F.affine_grid(theta.to(device, torch.float32), [n, crops.shape[1], h, w], align_corners=False)
         idx = group.indices.to(device)
         warped = F.grid_sample(
             crops[idx].float(), grid, mode="bilinear", padding_mode="border", align_corners=False
@@ -111,12 +118,17 @@ def paste_faces(
         u = (grid[..., 0] + 1) * (S / 2) - 0.5
         v = (grid[..., 1] + 1) * (S / 2) - 0.5
         soft = crop_mask(u, v, S, erode_px, feather_px)  # [n, h, w]
+        if crop_masks is not None:
+            soft = soft * warped[:, Cc].clamp(0, 1)
+            warped = warped[:, :Cc]
         warped = warped.permute(0, 2, 3, 1).to(images.device, images.dtype)  # [n, h, w, Cc]
         soft = soft.to(images.device)
         for k in range(n):  # a few slice writes per face, in the faces' order
             b = int(image_index[group.indices[k]])
             x0, y0 = (int(t) for t in group.origins[k])
             m = soft[k]
+            if image_mask is not None:
+                m = m * image_mask[b, y0 : y0 + h, x0 : x0 + w].to(m.dtype)
             region = out[b, y0 : y0 + h, x0 : x0 + w, :Cc]
             mk = m.unsqueeze(-1).to(images.dtype)
             blended = region + (warped[k] - region) * mk
@@ -125,3 +137,22 @@ def paste_faces(
             torch.maximum(mregion, m, out=mregion)
     return out, mask
 
+
+
+def check_paste_mask(mask: torch.Tensor | None, batch: int, height: int, width: int, name: str = "mask"):
+    """A user's MASK ([H, W], [1, H, W] or [B, H, W], 0..1) as [B, H, W] float32, or None; a mask of
+    another size or batch gets one error naming the input and the fix."""
+    if mask is None:
+        return None
+    if not isinstance(mask, torch.Tensor) or mask.ndim not in (2, 3):
+        shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise ValueError(f"{name}: expected a MASK [B, H, W], got {shape}")
+    mask = mask[None] if mask.ndim == 2 else mask
+    if tuple(mask.shape[1:]) != (height, width):
+        raise ValueError(
+            f"{name}: the mask is {mask.shape[2]}x{mask.shape[1]} but the image is {width}x{height}; "
+            "make the mask from this image (or resize it to the image's size)"
+        )
+    if mask.shape[0] not in (1, batch):
+        raise ValueError(f"{name}: {mask.shape[0]} masks for {batch} images; give one mask or one per image")
+    return mask.float().clamp(0, 1).expand(batch, -1, -1)

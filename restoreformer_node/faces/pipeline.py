@@ -22,7 +22,8 @@ from ..options import BORDER_MODES, COLOR_MATCH_MODES, DEFAULT_ERODE, DEFAULT_FE
 from ..runtime import CompileOptions, run_crops
 from .alignment import LUMA, face_arrays, warp_to_crops
 from .color import match_colors
-from .paste import crop_space_mask, paste_faces
+from .parsing import FaceParsing
+from .paste import check_paste_mask, crop_space_mask, paste_faces
 from .report import RunReport
 from .types import Faces
 
@@ -80,11 +81,14 @@ def model_device(model: torch.nn.Module, fallback: torch.device) -> torch.device
 
 
 def model_crop_size(model: torch.nn.Module, faces: Faces, crop_size: int | None = None) -> int:
+    """The crop side the model takes: its config's resolution, or its `crop_size` (spandrel face
+    models: 512), else `crop_size` or the faces' own."""
     config = getattr(model, "config", None)
-    if config is not None:
-        if crop_size not in (None, config.resolution):
-            raise ValueError(f"this model takes {config.resolution}px crops, crop_size={crop_size} was asked")
-        return config.resolution
+    fixed = config.resolution if config is not None else getattr(model, "crop_size", None)
+    if fixed is not None:
+        if crop_size not in (None, fixed):
+            raise ValueError(f"this model takes {fixed}px crops, crop_size={crop_size} was asked")
+        return fixed
     return crop_size or faces.crop_size
 
 
@@ -118,13 +122,17 @@ def paste_crops(
     color_match: str = "none",
     border: str = "constant",
     device: torch.device | str | None = None,
+    mask: torch.Tensor | None = None,
+    parsing: FaceParsing | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Paste crops [N, S, S, 3] (e.g. edited) over their faces -> (images [B,H,W,C], mask [B,H,W]).
 
     The crops' side S sets the crop size; the colour match compares with the original faces
-    aligned at that size.
+    aligned at that size. mask (a MASK of the images' size) and parsing (face regions) limit where
+    the faces are pasted (see restore_faces).
     """
     check_inputs(images, faces)
+    image_mask = check_paste_mask(mask, images.shape[0], images.shape[1], images.shape[2])
     if crops.ndim != 4 or crops.shape[1] != crops.shape[2] or crops.shape[3] not in (1, 3, 4):
         raise ValueError(f"crops must be square [N, S, S, 3] images, got shape {tuple(crops.shape)}")
     if crops.shape[0] != len(faces):
@@ -138,11 +146,35 @@ def paste_crops(
     rgb = crops[..., :3].to(device, torch.float32).permute(0, 3, 1, 2)
     rgb = to_rgb(rgb) if rgb.shape[1] == 1 else rgb
     restored = from_rgb(rgb, channels)
-    if color_match != "none":
+    aligned = None
+    if color_match != "none" or (parsing is not None and parsing.source == "original"):
         aligned = warp_to_crops(images, image_index, affines, size, channels=channels, border=border, device=device)
+    crop_masks = parse_masks(parsing, rgb, aligned)
+    if color_match != "none":
         weight = crop_space_mask(size, erode, feather, device) * aligned.valid
         restored = match_colors(restored, aligned.crops, weight, color_match)
-    return paste_faces(images, restored, image_index, affines, erode=erode, feather=feather)
+    return paste_faces(
+        images, restored, image_index, affines, erode=erode, feather=feather, crop_masks=crop_masks, image_mask=image_mask
+    )
+
+
+def parse_masks(parsing: FaceParsing | None, restored_rgb: torch.Tensor, aligned) -> torch.Tensor | None:
+    """The crop-space region masks [N, 1, S, S] of the restored or the original crops (None without
+    parsing)."""
+    if parsing is None:
+        return None
+    source = restored_rgb if parsing.source == "restored" else to_rgb(aligned.crops)
+    return parsing.masks(source)
+
+
+def mask_notes(mask: torch.Tensor | None, parsing: FaceParsing | None) -> tuple[str, ...]:
+    """Report lines saying what limited the paste mask."""
+    notes = []
+    if parsing is not None:
+        notes.append(f"paste mask: {parsing.describe()}")
+    if mask is not None:
+        notes.append("paste mask: only where the connected mask allows")
+    return tuple(notes)
 
 
 def restore_faces(
@@ -161,6 +193,8 @@ def restore_faces(
     progress: Progress | None = None,
     device: torch.device | str | None = None,
     compile_options: CompileOptions | None = None,
+    mask: torch.Tensor | None = None,
+    parsing: FaceParsing | None = None,
 ) -> RestoreResult:
     """Restore every face of an image batch and paste it back.
 
@@ -177,6 +211,9 @@ def restore_faces(
     progress(done, total) is called after each chunk of crops; raising from it interrupts.
     compile_options: run the network through torch.compile (see runtime/compile.py); if that
     fails the network runs eagerly and the report says why.
+    mask: a MASK of the images' size ([H, W], [1, H, W] or [B, H, W], 0..1): faces are pasted only
+    where it allows (multiplied with the feathered template mask).
+    parsing: face parsing (faces/parsing.py): only the chosen regions of each face are pasted.
     Returns RestoreResult(images, mask, crops, report). With no face, the input tensor itself is
     returned with an empty mask.
     """
@@ -188,12 +225,15 @@ def restore_faces(
     if not 0.0 <= strength <= 1.0:
         raise ValueError(f"strength must be in [0, 1], got {strength}")
     B, H, W, _ = images.shape
+    image_mask = check_paste_mask(mask, B, H, W)
     device = torch.device(device) if device is not None else model_device(model, images.device)
     size = model_crop_size(model, faces, crop_size)
     report = RunReport(
         images=B, faces=len(faces), images_without_faces=faces.images_without_faces, detector=faces.detector,
         precision="", no_face_line=faces.no_face_line(), notes=faces.notes,
     )
+    if faces.faces:
+        report = report.with_notes(*mask_notes(image_mask, parsing))
     if not faces.faces:
         empty_mask = torch.zeros(B, H, W, dtype=torch.float32, device=images.device)
         empty_crops = torch.zeros(0, size, size, 3, dtype=torch.float32, device=images.device)
@@ -215,9 +255,12 @@ def restore_faces(
         compiled=ran.compiled, compile_note=ran.compile_note,
     )
     restored = from_rgb(ran.crops, channels)
+    crop_masks = parse_masks(parsing, ran.crops, aligned)
     if color_match != "none":
         weight = crop_space_mask(size, erode, feather, device) * aligned.valid
         restored = match_colors(restored, aligned.crops, weight, color_match)
-    out, mask = paste_faces(images, restored, image_index, affines, erode=erode, feather=feather)
+    out, pasted = paste_faces(
+        images, restored, image_index, affines, erode=erode, feather=feather, crop_masks=crop_masks, image_mask=image_mask
+    )
     crops = to_rgb(restored).permute(0, 2, 3, 1).to(images.device)
-    return RestoreResult(out, mask, crops, report)
+    return RestoreResult(out, pasted, crops, report)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -73,3 +73,21 @@ class Faces:
         if not self.faces:
             return torch.zeros(0, 2, 3, dtype=torch.float64)
         return torch.stack([f.affine for f in self.faces])
+
+    def resized(self, height: int, width: int) -> Faces:
+        """The same faces on the images resized to width x height (e.g. upscaled): boxes, landmarks
+        and affines follow the resize (pixel centres: x' = (x + 0.5) * W'/W - 0.5)."""
+        if (height, width) == (self.image_height, self.image_width):
+            return self
+        sx, sy = width / self.image_width, height / self.image_height
+        scale = torch.tensor([sx, sy], dtype=torch.float64)
+        # new pixels -> old pixels, as a 3x3 matrix, to compose with each face's affine
+        back = torch.tensor([[1 / sx, 0, 0.5 / sx - 0.5], [0, 1 / sy, 0.5 / sy - 0.5], [0, 0, 1]], dtype=torch.float64)
+        moved = []
+        for f in self.faces:
+            box = ((f.box.to(torch.float64).view(2, 2) + 0.5) * scale - 0.5).view(4)
+            landmarks = (f.landmarks.to(torch.float64) + 0.5) * scale - 0.5
+            moved.append(
+                replace(f, box=box.to(f.box.dtype), landmarks=landmarks.to(f.landmarks.dtype), affine=f.affine.to(torch.float64) @ back)
+            )
+        return replace(self, faces=tuple(moved), image_height=height, image_width=width)

@@ -78,7 +78,7 @@ def gather_faces(
 
 def paste_mask(batch: FaceBatch, mask: torch.Tensor) -> torch.Tensor:
     """A crop-space mask [N, S, S] -> image space [B, H, W]: each face's mask warped back by its
-    transform and weighted by the paste mask Restore Faces uses (0 away from faces). Crops given
+    transform and weighted by the paste mask Face Restore uses (0 away from faces). Crops given
     directly have no image: the mask is returned as it is."""
     if batch.image is None or batch.faces is None:
         return mask

@@ -2,6 +2,8 @@
 
 Node ids are saved inside users' workflows: every id starts with `RestoreFormer` and is never
 renamed once released. Each node module exposes NODES = {node_id: (class, display name)}.
+Display names read "<What> (RestoreFormer)". Each class lists extra search words in SEARCH_ALIASES:
+newer ComfyUI sends them to the frontend's node search; older hosts (0.3.75) ignore the attribute.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ _MODULES: list[str] = [
     "model_nodes",
     "compile_nodes",
     "detect_nodes",
+    "parsing_nodes",
+    "segs_nodes",
     "restore_nodes",
     "inspect_nodes",
 ]

@@ -16,6 +16,11 @@ FACES_CATEGORY = f"{CATEGORY}/faces"
 INSPECT_CATEGORY = f"{CATEGORY}/inspect"
 
 NOTICE_EVENT = "restoreformer.notice"  # shown as a toast by web/js/restoreformer_notices.js
+# The ui key of the Attention Map's crop preview, read by web/js/restoreformer_attention_picker.js
+# (not "images": the frontend's own preview would draw it a second time).
+QUERY_CROP_UI = "rf_query_crop"
+
+DETECTOR_FOLDER = "facedetection"  # where face packs keep facexlib's files (detectors, parsers)
 
 
 def register_models_folder(name: str) -> None:
@@ -30,6 +35,28 @@ def register_models_folder(name: str) -> None:
             [os.path.join(folder_paths.models_dir, name)],
             folder_paths.supported_pt_extensions,
         )
+
+
+def load_spandrel_model(descriptor, memory_required: int = 0) -> torch.device:
+    """Put a spandrel model (UPSCALE_MODEL) on ComfyUI's compute device, as the core upscale node
+    does: through its patcher where newer ComfyUI attaches one, else freeing memory and moving it."""
+    import comfy.model_management as mm
+
+    patcher = getattr(descriptor, "patcher", None)
+    if patcher is not None:
+        mm.load_models_gpu([patcher], memory_required=memory_required, force_full_load=True)
+        device = patcher.load_device
+    else:
+        device = mm.get_torch_device()
+        mm.free_memory(mm.module_size(descriptor.model) + memory_required, device)
+    descriptor.to(device)
+    return torch.device(device)
+
+
+def release_spandrel_model(descriptor) -> None:
+    """Back to the CPU after use when ComfyUI does not manage it (what the core upscale node does)."""
+    if getattr(descriptor, "patcher", None) is None:
+        descriptor.to("cpu")
 
 
 def check_image(image: torch.Tensor, name: str = "image") -> torch.Tensor:
@@ -100,3 +127,22 @@ def notify(message: str, title: str = "RestoreFormer") -> None:
             server.send_sync(NOTICE_EVENT, {"title": title, "message": message, "severity": "warn"})
     except Exception as exc:  # a missing or stopped server must never fail a run
         log.debug("could not send notice to the browser: %s", exc)
+
+
+def temp_preview(image: torch.Tensor, prefix: str) -> dict:
+    """Save one [H, W, C] image (0..1) as a PNG in ComfyUI's temp folder, as Preview Image does.
+    Returns the {filename, subfolder, type} entry the frontend loads through /view."""
+    import os
+
+    import folder_paths
+    import numpy as np
+    from PIL import Image
+
+    pixels = (image.detach().to("cpu", torch.float32).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    height, width = pixels.shape[:2]
+    folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
+        prefix, folder_paths.get_temp_directory(), width, height
+    )
+    file = f"{name}_{counter:05}_.png"
+    Image.fromarray(np.ascontiguousarray(pixels[..., :3])).save(os.path.join(folder, file), compress_level=1)
+    return {"filename": file, "subfolder": subfolder, "type": "temp"}

@@ -1,9 +1,9 @@
 """Node: restore through torch.compile (the pack's counterpart of ComfyUI's TorchCompileModel).
 
 Like ComfyUI's own node, this changes nothing until the model is used: it returns a copy of the
-RF_MODEL that asks Restore Faces to run the network through torch.compile. The first restore
+RF_MODEL that asks Face Restore to run the network through torch.compile. The first restore
 compiles (about a minute); every later chunk and run of the same batch size reuses the graph.
-If compiling fails, Restore Faces says why and restores without it.
+If compiling fails, Face Restore says why and restores without it.
 """
 
 from __future__ import annotations
@@ -17,11 +17,13 @@ from .types import MODEL, RFModel
 
 
 class CompileModel:
+    SEARCH_ALIASES = ["torch.compile", "compile", "speed up"]
+
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": (MODEL, {"tooltip": "A RestoreFormer / RestoreFormer++ from Load RestoreFormer Model."}),
+                "model": (MODEL, {"tooltip": "A RestoreFormer / RestoreFormer++ from Load Model (RestoreFormer)."}),
                 "mode": (
                     list(COMPILE_MODES),
                     {
@@ -37,23 +39,23 @@ class CompileModel:
     RETURN_TYPES = (MODEL,)
     RETURN_NAMES = ("model",)
     OUTPUT_TOOLTIPS = (
-        "The same network, restored through torch.compile by Restore Faces (inspection nodes run it "
+        "The same network, restored through torch.compile by Face Restore (inspection nodes run it "
         "as usual).",
     )
     FUNCTION = "compile"
     CATEGORY = CATEGORY
     DESCRIPTION = (
-        "Makes Restore Faces run the network through torch.compile (inductor). Pays when many faces "
+        "Makes Face Restore run the network through torch.compile (inductor). Pays when many faces "
         "are restored, e.g. video frames: the first run compiles for about a minute, later batches "
-        "run faster. Needs Triton on NVIDIA GPUs; without it Restore Faces warns and restores as usual. "
+        "run faster. Needs Triton on NVIDIA GPUs; without it Face Restore warns and restores as usual. "
         "On a CPU it does not compile (the uncompiled network is faster there) and the report says so."
     )
 
     def compile(self, model, mode: str):
         if not isinstance(model, RFModel):
-            raise ValueError("model: connect a RestoreFormer model from Load RestoreFormer Model")
+            raise ValueError("model: connect a RestoreFormer model from Load Model (RestoreFormer)")
         # A copy: the loader's cached value (shared with other branches of the graph) stays eager.
         return (dataclasses.replace(model, compile_options=CompileOptions(mode=mode)),)
 
 
-NODES = {"RestoreFormerCompileModel": (CompileModel, "Compile RestoreFormer Model (torch.compile)")}
+NODES = {"RestoreFormerCompileModel": (CompileModel, "Compile Model (RestoreFormer)")}

@@ -8,7 +8,6 @@ from ..faces.detection import (
     DEFAULT_MAX_SIDE,
     MIN_IMAGE_SIDE,
     DetectorWeightsMissing,
-    FaceDetector,
     FaceSelection,
     find_faces_detailed,
     load_detector,
@@ -19,11 +18,10 @@ from ..faces.detection import (
     weight_file_name,
 )
 from ..faces.preview import draw_detections
+from ..faces.segs import as_face_detector
 from ..options import DEFAULT_DETECTOR, DETECTORS, FACE_ORDERS, FACE_SELECT_MODES
-from .common import FACES_CATEGORY, Progress, compute_device, register_models_folder
-from .types import DETECTOR, FACES
-
-DETECTOR_FOLDER = "facedetection"  # the folder name other face packs use for facexlib's files
+from .common import DETECTOR_FOLDER, FACES_CATEGORY, Progress, compute_device, register_models_folder
+from .types import DETECTOR, DETECTOR_OR_BBOX, FACES
 
 
 def register_detector_folder() -> None:
@@ -55,6 +53,8 @@ def detector_weights(kind: str) -> str | None:
 
 
 class LoadFaceDetector:
+    SEARCH_ALIASES = ["face detector", "load face detector", "retinaface", "mtcnn", "facexlib"]
+
     @classmethod
     def INPUT_TYPES(cls):
         return {
@@ -75,7 +75,7 @@ class LoadFaceDetector:
 
     RETURN_TYPES = (DETECTOR,)
     RETURN_NAMES = ("detector",)
-    OUTPUT_TOOLTIPS = ("A face detector for Detect Faces (and Restore Faces).",)
+    OUTPUT_TOOLTIPS = ("A face detector for Detect Faces (and Face Restore).",)
     FUNCTION = "load"
     CATEGORY = FACES_CATEGORY
     DESCRIPTION = "Chooses the face detector. RetinaFace weights are read from models/facedetection."
@@ -97,6 +97,8 @@ class LoadFaceDetector:
 
 
 class DetectFaces:
+    SEARCH_ALIASES = ["face detection", "find faces", "face bbox", "face detector"]
+
     @classmethod
     def INPUT_TYPES(cls):
         return {
@@ -167,8 +169,10 @@ class DetectFaces:
             },
             "optional": {
                 "detector": (
-                    DETECTOR,
-                    {"tooltip": "From Load Face Detector. Unconnected: MTCNN."},
+                    DETECTOR_OR_BBOX,
+                    {"tooltip": "From Load Face Detector (RestoreFormer), or an Impact Pack BBOX_DETECTOR (e.g. a YOLO face "
+                     "model from UltralyticsDetectorProvider): it finds the boxes (threshold 0.5) and MTCNN "
+                     "finds the landmarks inside each. Unconnected: MTCNN."},
                 ),
             },
         }
@@ -195,14 +199,11 @@ class DetectFaces:
         min_size: int,
         min_score: float,
         max_side: int,
-        detector: FaceDetector | None = None,
+        detector=None,
     ):
         if detector is None:
             detector = load_detector(DEFAULT_DETECTOR, device=compute_device())
-        if not isinstance(detector, FaceDetector):
-            raise TypeError(
-                f"detector input: expected a face detector from Load Face Detector, got {type(detector).__name__}"
-            )
+        detector = as_face_detector(detector, compute_device())
         indices = parse_indices(face_index) if select == "by index" else ()
         selection = FaceSelection(select, indices, float(min_size), float(min_score), order)
         faces, per_image = find_faces_detailed(

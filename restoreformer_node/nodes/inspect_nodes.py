@@ -2,7 +2,7 @@
 cross-attention looks. Thin adapters over `restoreformer_node.inspection`.
 
 Faces come in either as aligned square crops (e.g. from Align Faces) or as an image with FACES
-(aligned here with the pack's own warp; with no FACES, MTCNN finds them as in Restore Faces).
+(aligned here with the pack's own warp; with no FACES, MTCNN finds them as in Face Restore).
 """
 
 from __future__ import annotations
@@ -10,12 +10,20 @@ from __future__ import annotations
 import torch
 
 from .. import inspection as ins
-from .common import INSPECT_CATEGORY, Progress, check_image, compute_device, to_image
+from .common import (
+    INSPECT_CATEGORY,
+    QUERY_CROP_UI,
+    Progress,
+    check_image,
+    compute_device,
+    temp_preview,
+    to_image,
+)
 from .types import FACES, MODEL
 
 UNITS = ("relative (0..1)", "crop pixels")
 
-_TIP_MODEL = "A RestoreFormer / RestoreFormer++ from Load RestoreFormer Model."
+_TIP_MODEL = "A RestoreFormer / RestoreFormer++ from Load Model (RestoreFormer)."
 _TIP_CROPS = (
     "Aligned square face crops (e.g. the crops output of Align Faces; 512x512 for the published models). "
     "When connected, image and faces are ignored."
@@ -39,7 +47,7 @@ def _face_inputs(required_help: str) -> dict:
 def _prepare_model(rf_model):
     """The network on ComfyUI's compute device (ComfyUI may offload it again later)."""
     if rf_model is None or not hasattr(rf_model, "patcher"):
-        raise ValueError("model: connect a RestoreFormer model from Load RestoreFormer Model")
+        raise ValueError("model: connect a RestoreFormer model from Load Model (RestoreFormer)")
     rf_model.load_to_device()
     return rf_model.model.eval()
 
@@ -76,6 +84,8 @@ def _with_notes(text: str, batch) -> str:
 
 
 class DictionaryAtlas:
+    SEARCH_ALIASES = ["codebook", "dictionary", "vq codebook"]
+
     @classmethod
     def INPUT_TYPES(cls):
         return {
@@ -181,6 +191,8 @@ class DictionaryAtlas:
 
 
 class CodeUsage:
+    SEARCH_ALIASES = ["codebook usage", "perplexity"]
+
     @classmethod
     def INPUT_TYPES(cls):
         return {
@@ -220,6 +232,8 @@ class CodeUsage:
 
 
 class CodeMap:
+    SEARCH_ALIASES = ["codebook map", "vq codes", "token map"]
+
     @classmethod
     def INPUT_TYPES(cls):
         return {
@@ -272,6 +286,8 @@ class CodeMap:
 
 
 class AttentionMap:
+    SEARCH_ALIASES = ["cross attention", "attention heatmap"]
+
     @classmethod
     def INPUT_TYPES(cls):
         return {
@@ -315,7 +331,7 @@ class AttentionMap:
     DESCRIPTION = (
         "Where the decoder's multi-head cross-attention looks from one point of the face: each head's "
         "weights over all key positions of the prior stream, overlaid on the face like Figure 6 (d, e) "
-        "of the paper."
+        "of the paper. After a run the node shows the first face's crop: click it to pick the point."
     )
 
     def run(self, model, x, y, units, block, tile, opacity, batch_size, crops=None, image=None, faces=None):
@@ -341,12 +357,14 @@ class AttentionMap:
             for lv in maps.levels
         ]
         info = f"query point ({point[0]:.3f}, {point[1]:.3f}) of the crop\n" + "\n".join(lines)
-        return (_nhwc(sheet), to_image(mask), _with_notes(info, batch))
+        # The first face's crop, shown on the node: clicking it sets x and y (web/js).
+        crop = temp_preview(batch.crops[0].permute(1, 2, 0), "restoreformer_query_crop")
+        return {"ui": {QUERY_CROP_UI: [crop]}, "result": (_nhwc(sheet), to_image(mask), _with_notes(info, batch))}
 
 
 NODES = {
-    "RestoreFormerDictionaryAtlas": (DictionaryAtlas, "RestoreFormer Dictionary Atlas"),
-    "RestoreFormerCodeUsage": (CodeUsage, "RestoreFormer Code Usage"),
-    "RestoreFormerCodeMap": (CodeMap, "RestoreFormer Code Map"),
-    "RestoreFormerAttentionMap": (AttentionMap, "RestoreFormer Attention Map"),
+    "RestoreFormerDictionaryAtlas": (DictionaryAtlas, "Dictionary Atlas (RestoreFormer)"),
+    "RestoreFormerCodeUsage": (CodeUsage, "Code Usage (RestoreFormer)"),
+    "RestoreFormerCodeMap": (CodeMap, "Code Map (RestoreFormer)"),
+    "RestoreFormerAttentionMap": (AttentionMap, "Attention Map (RestoreFormer)"),
 }

@@ -54,6 +54,8 @@ def load_rf_model(path: str, name: str | None = None, weight_dtype: str = "fp32"
 
 
 class LoadModel:
+    SEARCH_ALIASES = ["face restore model", "load restoreformer", "restoreformer++", "facerestore model"]
+
     @classmethod
     def INPUT_TYPES(cls):
         import folder_paths
@@ -76,7 +78,7 @@ class LoadModel:
                     list(WEIGHT_DTYPES),
                     {
                         "default": "fp32",
-                        "tooltip": "How the weights are stored. fp32 (default): exact, and Restore Faces' "
+                        "tooltip": "How the weights are stored. fp32 (default): exact, and Face Restore's "
                         "precision chooses the arithmetic. bf16: on a GPU, half the memory and faster than "
                         "precision bf16 on fp32 weights; the network then always runs in bf16 (the "
                         "dictionary search stays fp32). A CPU loads fp32 either way.",
@@ -87,7 +89,7 @@ class LoadModel:
 
     RETURN_TYPES = (MODEL,)
     RETURN_NAMES = ("model",)
-    OUTPUT_TOOLTIPS = ("The loaded network, for Restore Faces and the inspection nodes.",)
+    OUTPUT_TOOLTIPS = ("The loaded network, for Face Restore and the inspection nodes.",)
     FUNCTION = "load"
     CATEGORY = CATEGORY
     DESCRIPTION = (
@@ -103,4 +105,4 @@ class LoadModel:
         return (load_rf_model(path, model_name, weight_dtype),)
 
 
-NODES = {"RestoreFormerModelLoader": (LoadModel, "Load RestoreFormer Model")}
+NODES = {"RestoreFormerModelLoader": (LoadModel, "Load Model (RestoreFormer)")}

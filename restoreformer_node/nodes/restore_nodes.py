@@ -5,21 +5,29 @@ from __future__ import annotations
 import torch
 
 from ..faces.detection import faces_or_detect
+from ..faces.parsing import FaceParsing
 from ..faces.pipeline import align_faces, paste_crops, restore_faces
+from ..faces.segs import as_face_detector
 from ..faces.template import CROP_SIZE
+from ..faces.upscale import upscale_inputs
+from ..model import RESTOREFORMER
 from ..options import COLOR_MATCH_MODES, DEFAULT_ERODE, DEFAULT_FEATHER, PRECISIONS
 from ..runtime import activation_bytes_per_crop, network_dtype, pick_chunk_size, plan_precision
+from ..runtime.face_models import DEFAULT_FIDELITY, SpandrelFaceModel
+from ..runtime.upscale import check_upscale_model
 from .common import (
     CATEGORY,
     Progress,
     check_image,
     compute_device,
     free_memory,
+    load_spandrel_model,
     notify,
     placeholder_image,
+    release_spandrel_model,
     to_image,
 )
-from .types import DETECTOR, FACES, MODEL
+from .types import DETECTOR_OR_BBOX, FACES, MODEL_OR_FACE_MODEL, PARSER, UPSCALE_MODEL, RFModel
 
 _TIP_FEATHER = (
     "Width of the soft edge of the paste mask, in pixels of the 512x512 face crop (scaled to the face's "
@@ -35,6 +43,20 @@ _TIP_COLOR = (
 )
 
 
+_TIP_MASK = (
+    "Optional MASK of the image's size: faces are pasted only where it is white (multiplied with the "
+    "soft paste mask), e.g. to keep a hand or hair in front of a face."
+)
+_TIP_PARSER = (
+    "Optional face parser from Load Face Parser: only the chosen face regions (skin, eyes, lips, ...) "
+    "are pasted, so hair, hands and glasses in front of the face keep their original pixels."
+)
+
+
+def _paste_limits() -> dict:
+    return {"mask": ("MASK", {"tooltip": _TIP_MASK}), "parser": (PARSER, {"tooltip": _TIP_PARSER})}
+
+
 def _mask_controls() -> dict:
     return {
         "feather": ("FLOAT", {"default": DEFAULT_FEATHER, "min": 0.0, "max": 256.0, "step": 1.0, "tooltip": _TIP_FEATHER}),
@@ -44,12 +66,19 @@ def _mask_controls() -> dict:
 
 
 class RestoreFaces:
+    SEARCH_ALIASES = ["face restore", "restore face", "face restoration", "fix faces", "enhance faces", "gfpgan", "codeformer", "face detailer", "facerestore", "restoreformer"]
+
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
                 "image": ("IMAGE", {"tooltip": "Images (a batch or video frames); RGB, RGBA (alpha is kept) or gray."}),
-                "model": (MODEL, {"tooltip": "A RestoreFormer / RestoreFormer++ from Load RestoreFormer Model."}),
+                "model": (
+                    MODEL_OR_FACE_MODEL,
+                    {"tooltip": "A RestoreFormer / RestoreFormer++ from Load Model (RestoreFormer), or a GFPGAN, "
+                     "CodeFormer or RestoreFormer file loaded by the core Load Upscale Model node (from "
+                     "models/upscale_models), to compare models on the same faces."},
+                ),
                 "strength": (
                     "FLOAT",
                     {
@@ -70,9 +99,23 @@ class RestoreFaces:
             "optional": {
                 "faces": (FACES, {"tooltip": "Faces from Detect Faces. When connected, no detection runs here."}),
                 "detector": (
-                    DETECTOR,
-                    {"tooltip": "A detector from Load Face Detector, used when no faces are connected. "
-                     "With neither, MTCNN is used."},
+                    DETECTOR_OR_BBOX,
+                    {"tooltip": "A detector from Load Face Detector (RestoreFormer), or an Impact Pack BBOX_DETECTOR (YOLO face "
+                     "boxes, threshold 0.5, with MTCNN landmarks inside each box), used when no faces are "
+                     "connected. With neither, MTCNN is used."},
+                ),
+                "upscale_model": (
+                    UPSCALE_MODEL,
+                    {"tooltip": "An upscaler from Load Upscale Model (ESRGAN, SwinIR, ...): the whole image is "
+                     "upscaled first (in tiles), then the faces are restored at the new size and pasted into "
+                     "the upscaled image. Unconnected: the image keeps its size."},
+                ),
+                **_paste_limits(),
+                "codeformer_fidelity": (
+                    "FLOAT",
+                    {"default": DEFAULT_FIDELITY, "min": 0.0, "max": 1.0, "step": 0.01,
+                     "tooltip": "Only for a CodeFormer model: 0 restores most strongly, 1 stays closest to the "
+                     "input face."},
                 ),
             },
         }
@@ -80,55 +123,107 @@ class RestoreFaces:
     RETURN_TYPES = ("IMAGE", "MASK", "IMAGE", "STRING")
     RETURN_NAMES = ("image", "mask", "crops", "report")
     OUTPUT_TOOLTIPS = (
-        "The images with restored faces pasted back; everything outside the faces is untouched.",
-        "Where restored faces were pasted (0..1, soft edges).",
+        "The images with restored faces pasted back (upscaled when an upscale model is connected); "
+        "everything outside the faces is untouched.",
+        "Where restored faces were pasted (0..1, soft edges), at the output's size.",
         "The restored aligned face crops (one per face, at the model's resolution).",
-        "What was done: faces restored, images without faces, fallbacks.",
+        "What was done: the model that ran, faces restored, upscaling, images without faces, fallbacks.",
     )
     FUNCTION = "restore"
     CATEGORY = CATEGORY
     DESCRIPTION = (
         "Detects (or takes) faces, aligns them to the 512x512 template, restores them with RestoreFormer "
-        "in batches and pastes them back through a soft mask. Images without a face pass through unchanged."
+        "(or a GFPGAN / CodeFormer loaded by Load Upscale Model) in batches and pastes them back through "
+        "a soft mask, optionally into an upscaled image. Images without a face pass through unchanged."
     )
 
-    def restore(self, image, model, strength, precision, feather, erode, color_match, faces=None, detector=None):
+    def restore(
+        self, image, model, strength, precision, feather, erode, color_match, faces=None, detector=None,
+        upscale_model=None, mask=None, parser=None, codeformer_fidelity=DEFAULT_FIDELITY,
+    ):
         image = check_image(image)
+        face_model = None if isinstance(model, RFModel) else SpandrelFaceModel(model, float(codeformer_fidelity))
+        if upscale_model is not None:
+            check_upscale_model(upscale_model)  # before any work
+        detector = as_face_detector(detector, compute_device())
         found, notes = faces_or_detect(image, faces, detector, device=compute_device())
+        if upscale_model is not None:
+            image, found, mask, note = _upscaled(image, found, upscale_model, mask)
+            notes.append(note)
         n = len(found)
-        config = model.config
-        chunk = None
-        if n:
-            # Memory is sized for the precision that will really run (bf16 weights run in bf16).
-            ran = plan_precision(precision, model.patcher.load_device, network_dtype(model.model)).precision
-            device = model.load_to_device(activation_bytes_per_crop(config, ran) * min(n, 4))
-            chunk = pick_chunk_size(config, device, ran, free_memory(device))
+        if face_model is not None:
+            result, name, size = _restore_spandrel(model, face_model, image, found, n, strength, precision,
+                                                   feather, erode, color_match, mask, parser)
+            loader_notes = ()
         else:
-            device = compute_device()
-        result = restore_faces(
-            image,
-            model.model,
-            found,
-            strength=float(strength),
-            precision=precision,
-            feather=float(feather),
-            erode=float(erode),
-            color_match=color_match,
-            chunk_size=chunk,
-            progress=Progress(n) if n else None,
-            device=device,
-            compile_options=getattr(model, "compile_options", None),
-        )
+            result = _restore_rf(model, image, found, n, strength, precision, feather, erode, color_match, mask, parser)
+            name, size, loader_notes = model.name, model.config.resolution, getattr(model, "notes", ())
         # What the loader could not honour, and how the faces were found.
-        report = result.report.with_notes(*getattr(model, "notes", ()), *notes)
-        text = "\n".join(report.lines(model.name))
+        report = result.report.with_notes(*loader_notes, *notes)
+        text = "\n".join(report.lines(name))
         if report.no_face_line:  # images left unchanged: worth a notice, not only a line in the report
             notify(text)
-        crops = to_image(result.crops) if n else placeholder_image(config.resolution)
+        crops = to_image(result.crops) if n else placeholder_image(size)
         return (to_image(result.images), result.mask.to("cpu", copy=False), crops, text)
 
 
+def _upscaled(image, faces, upscale_model, mask):
+    """The image upscaled by the model (on ComfyUI's device, tile by tile), faces and mask carried along."""
+    # the core upscale node's estimate for a 512 tile
+    load_spandrel_model(upscale_model, 512 * 512 * 3 * 4 * max(int(upscale_model.scale), 1) * 384)
+    try:
+        return upscale_inputs(image, faces, upscale_model, mask=mask, progress=Progress(1))
+    finally:
+        release_spandrel_model(upscale_model)
+
+
+def _restore_rf(model, image, found, n, strength, precision, feather, erode, color_match, mask, parser):
+    config = model.config
+    chunk = None
+    if n:
+        # Memory is sized for the precision that will really run (bf16 weights run in bf16).
+        ran = plan_precision(precision, model.patcher.load_device, network_dtype(model.model)).precision
+        device = model.load_to_device(activation_bytes_per_crop(config, ran) * min(n, 4))
+        chunk = pick_chunk_size(config, device, ran, free_memory(device))
+    else:
+        device = compute_device()
+    return restore_faces(
+        image, model.model, found, strength=float(strength), precision=precision, feather=float(feather),
+        erode=float(erode), color_match=color_match, chunk_size=chunk, progress=Progress(n) if n else None,
+        device=device, compile_options=getattr(model, "compile_options", None), mask=mask,
+        parsing=_parsing(parser),
+    )
+
+
+def _restore_spandrel(descriptor, face_model, image, found, n, strength, precision, feather, erode, color_match,
+                      mask, parser):
+    """Restore with a spandrel face model (GFPGAN, CodeFormer, RestoreFormer from Load Upscale Model)."""
+    device = compute_device()
+    chunk = None
+    if n:
+        ran = plan_precision(precision, device, network_dtype(face_model), face_model.supports_half).precision
+        # no geometry of its own to size memory by: the published RestoreFormer's is close (512 px U-Nets)
+        device = load_spandrel_model(descriptor, activation_bytes_per_crop(RESTOREFORMER, ran) * min(n, 4))
+        chunk = pick_chunk_size(None, device, ran, free_memory(device))
+    try:
+        result = restore_faces(
+            image, face_model, found, strength=float(strength), precision=precision, feather=float(feather),
+            erode=float(erode), color_match=color_match, chunk_size=chunk, progress=Progress(n) if n else None,
+            device=device, mask=mask, parsing=_parsing(parser),
+        )
+    finally:
+        if n:
+            release_spandrel_model(descriptor)
+    return result, face_model.name, face_model.crop_size
+
+
+def _parsing(parser) -> FaceParsing | None:
+    if parser is None or isinstance(parser, FaceParsing):
+        return parser
+    raise TypeError(f"parser: expected a face parser from Load Face Parser, got {type(parser).__name__}")
 class AlignFaces:
+    SEARCH_ALIASES = ["crop faces", "face crop", "face alignment", "aligned faces"]
+
     @classmethod
     def INPUT_TYPES(cls):
         return {
@@ -160,6 +255,8 @@ class AlignFaces:
 
 
 class PasteFaces:
+    SEARCH_ALIASES = ["paste back", "uncrop faces", "face paste", "blend faces"]
+
     @classmethod
     def INPUT_TYPES(cls):
         return {
@@ -168,7 +265,8 @@ class PasteFaces:
                 "crops": ("IMAGE", {"tooltip": "One square crop per face, in the faces' order (e.g. from Align Faces, then edited)."}),
                 "faces": (FACES, {"tooltip": "The faces the crops were aligned from."}),
                 **_mask_controls(),
-            }
+            },
+            "optional": _paste_limits(),
         }
 
     RETURN_TYPES = ("IMAGE", "MASK")
@@ -178,7 +276,7 @@ class PasteFaces:
     CATEGORY = CATEGORY
     DESCRIPTION = "Pastes face crops back by the inverse warp through a soft mask, with an optional colour match."
 
-    def paste(self, image, crops, faces, feather, erode, color_match):
+    def paste(self, image, crops, faces, feather, erode, color_match, mask=None, parser=None):
         image = check_image(image)
         crops = check_image(crops, "crops")
         if not len(faces):
@@ -186,13 +284,13 @@ class PasteFaces:
             return (to_image(image), torch.zeros(image.shape[:3], dtype=torch.float32))
         out, mask = paste_crops(
             image, crops, faces, feather=float(feather), erode=float(erode),
-            color_match=color_match, device=compute_device(),
+            color_match=color_match, device=compute_device(), mask=mask, parsing=_parsing(parser),
         )
         return (to_image(out), mask.to("cpu"))
 
 
 NODES = {
-    "RestoreFormerRestoreFaces": (RestoreFaces, "Restore Faces (RestoreFormer)"),
+    "RestoreFormerRestoreFaces": (RestoreFaces, "Face Restore (RestoreFormer)"),
     "RestoreFormerAlignFaces": (AlignFaces, "Align Faces (RestoreFormer)"),
     "RestoreFormerPasteFaces": (PasteFaces, "Paste Faces (RestoreFormer)"),
 }

@@ -13,6 +13,16 @@ from ..runtime import CompileOptions
 MODEL = "RF_MODEL"  # an RFModel (below)
 FACES = "RF_FACES"  # restoreformer_node.faces.types.Faces
 DETECTOR = "RF_FACE_DETECTOR"  # a restoreformer_node.faces.detectors.FaceDetector
+PARSER = "RF_FACE_PARSER"  # a restoreformer_node.faces.parsing.FaceParsing
+
+# Types of other packs, read by their contract (nothing of theirs is imported).
+UPSCALE_MODEL = "UPSCALE_MODEL"  # ComfyUI core: a spandrel ImageModelDescriptor
+SEGS = "SEGS"  # Impact Pack: ((height, width), [SEG, ...]) (restoreformer_node.faces.segs)
+BBOX_DETECTOR = "BBOX_DETECTOR"  # Impact Pack: an object with detect(image, threshold, dilation, crop_factor, ...)
+
+# Inputs that take either type (ComfyUI matches comma-separated type lists).
+MODEL_OR_FACE_MODEL = f"{MODEL},{UPSCALE_MODEL}"
+DETECTOR_OR_BBOX = f"{DETECTOR},{BBOX_DETECTOR}"
 
 
 @dataclass(frozen=True)
@@ -22,10 +32,10 @@ class RFModel:
     patcher: object  # comfy.model_patcher.ModelPatcher holding the RestoreFormer
     config: RestoreFormerConfig
     name: str  # file name in facerestore_models, for messages
-    # Set by Compile RestoreFormer Model (on a copy made with dataclasses.replace): restoration runs
+    # Set by Compile Model (RestoreFormer) (on a copy made with dataclasses.replace): restoration runs
     # the network through torch.compile. Inspection nodes always run it eagerly.
     compile_options: CompileOptions | None = None
-    # What the loader had to tell (e.g. a weight_dtype it could not honour); Restore Faces reports it.
+    # What the loader had to tell (e.g. a weight_dtype it could not honour); Face Restore reports it.
     notes: tuple[str, ...] = ()
 
     @property

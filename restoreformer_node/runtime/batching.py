@@ -113,7 +113,7 @@ def run_crops(
         raise ValueError(f"crops must be [N, 3, S, S], got {tuple(crops.shape)}")
     device = crops.device
     dtype = network_dtype(model)
-    plan = plan_precision(precision, device, dtype)
+    plan = plan_precision(precision, device, dtype, half_ok=getattr(model, "supports_half", True))
     n = crops.shape[0]
     if chunk_size is None:
         chunk_size = pick_chunk_size(getattr(model, "config", None), device, plan.precision)

@@ -131,7 +131,7 @@ def _fix_for(error: BaseException) -> str:
         )
     if "out of memory" in text:
         return "free GPU memory or choose compile mode 'default'"
-    return "choose compile mode 'default', or remove the Compile RestoreFormer Model node (or --compile)"
+    return "choose compile mode 'default', or remove the Compile Model (RestoreFormer) node (or --compile)"
 
 
 def _first_line(error: BaseException, limit: int = 300) -> str:

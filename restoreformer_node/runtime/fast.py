@@ -257,7 +257,7 @@ class FastConv3x3(nn.Conv2d):
         return routing_of(self).conv(self, x)
 
 
-def _is_winograd_conv(module: nn.Module) -> bool:
+def is_winograd_conv(module: nn.Module) -> bool:
     return (
         type(module) is nn.Conv2d
         and module.kernel_size == (3, 3)
@@ -403,7 +403,7 @@ def optimize_for_inference(
     if not isinstance(routes, ConvRouting):
         routes = ConvRouting.from_env() if routes is None else ConvRouting(routes)
     for module in model.modules():
-        if _is_winograd_conv(module) or isinstance(module, FastConv3x3):
+        if is_winograd_conv(module) or isinstance(module, FastConv3x3):
             module.__class__ = FastConv3x3
             module.winograd = winograd
             module.routing = routes

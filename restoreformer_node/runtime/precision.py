@@ -87,9 +87,11 @@ def network_dtype(model: torch.nn.Module) -> torch.dtype:
 
 
 def plan_precision(
-    requested: str, device: torch.device | str, weight_dtype: torch.dtype = torch.float32
+    requested: str, device: torch.device | str, weight_dtype: torch.dtype = torch.float32, half_ok: bool = True
 ) -> PrecisionPlan:
-    """The precision that will really run on `device` for a network whose weights are `weight_dtype`."""
+    """The precision that will really run on `device` for a network whose weights are `weight_dtype`.
+    `half_ok` False (a network spandrel marks unsafe in fp16, e.g. GFPGAN) turns fp16 into bf16 where
+    the GPU has it, else fp32."""
     if requested not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {requested!r}")
     device = torch.device(device)
@@ -106,6 +108,10 @@ def plan_precision(
         return PrecisionPlan(held, autocast=False, note=note)
     if requested != "fp32" and device.type == "cpu":
         return PrecisionPlan("fp32", note=f"precision {requested} is for GPUs; running fp32 on the CPU instead")
+    if requested == "fp16" and not half_ok:
+        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        instead = "bf16" if bf16 else "fp32"
+        return PrecisionPlan(instead, autocast=bf16, note=f"this network does not run in fp16; running {instead} instead")
     if requested == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         return PrecisionPlan("fp16", autocast=True, note="this GPU has no bf16 support; running fp16 instead")
     return PrecisionPlan(requested, autocast=requested != "fp32")

@@ -109,10 +109,9 @@ def _refuse_code(path: str, container: str, names: list[str]) -> WeightLoadError
         path,
         f"the file tries to execute code when loaded: its pickle imports {list_names(names)}, which a "
         "weight file never needs. It was not loaded and nothing in it was run.",
-        "weights need no code: get a trusted copy from the official release (see the README) and use it "
-        "directly or convert it with `python -m restoreformer_node convert INPUT OUTPUT.safetensors`; "
-        "if you made this file, save only the state dict (or safetensors) instead. If it came from "
-        "somewhere unexpected, delete it.",
+        "weights need no code: use a trusted copy from the official release (see the README); if you "
+        "made this file, save only the state dict (or safetensors) instead. If it came from somewhere "
+        "unexpected, delete it.",
         layout=container,
     )
 

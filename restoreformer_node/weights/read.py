@@ -94,7 +94,7 @@ def _read_safetensors(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str
         raise WeightLoadError(
             path,
             f"the safetensors file is damaged or truncated ({' '.join(str(error).split())}).",
-            "convert or download the file again.",
+            "download the file again (or, for a file made by `convert`, convert the original again).",
             layout=CONTAINER_SAFETENSORS,
         ) from None
     return tensors, metadata

@@ -62,15 +62,41 @@ def close_dialogs(page) -> None:
         time.sleep(0.3)
 
 
-def load_workflow(page, workflow: dict) -> list[str]:
-    """`app.loadGraphData(workflow)`; returns the node types of the workflow the frontend lacks."""
+def load_workflow(page, workflow: dict, close: bool = True) -> list[str]:
+    """`app.loadGraphData(workflow)` as opening a file does; returns the node types of the
+    workflow the frontend lacks. The dialogs it opens (missing models...) are closed unless
+    `close` is False."""
     page.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", workflow)
     types = sorted({n["type"] for n in workflow["nodes"]})
     missing = page.evaluate(
         "(types) => types.filter(t => !(t in window.LiteGraph.registered_node_types))", types
     )
-    close_dialogs(page)
+    if close:
+        close_dialogs(page)
     return missing
+
+
+def missing_models_dialog(page, expect_any: bool, timeout: float = 10.0) -> list[dict]:
+    """The entries of the frontend's missing-models dialog after a load: [{"directory", "name",
+    "url", "error" (None when the frontend offers the download)}]. Waits for the dialog when
+    `expect_any`, else gives it a second to (not) appear."""
+    selector = ".comfy-missing-models [role=option]"
+    if expect_any:
+        page.wait_for_selector(selector, timeout=timeout * 1000)
+    else:
+        time.sleep(1.0)
+    entries = page.evaluate(
+        """(selector) => Array.from(document.querySelectorAll(selector)).map((option) => {
+            const label = option.querySelector('span[title]');
+            const error = option.querySelector('.p-message-text');
+            return {label: label ? label.textContent.trim() : '', url: label ? label.title : '',
+                    error: error ? error.textContent.trim() : null};
+        })""",
+        selector,
+    )
+    for entry in entries:
+        entry["directory"], _, entry["name"] = entry.pop("label").partition(" / ")
+    return entries
 
 
 def set_widget(page, node_id: int, widget: str, value) -> None:
@@ -115,25 +141,143 @@ def queue_and_wait(page, server, image_node_ids: list[int], timeout: float = 300
         raise TimeoutError("the frontend queued nothing")
     entry = server.wait(prompt_id, max(1.0, deadline - time.monotonic()))
     if entry["status"]["status_str"] == "success":
-        page.wait_for_function(
-            """(ids) => ids.every(id => { const n = window.app.graph.getNodeById(id);
-                        return n && n.imgs && n.imgs.length > 0 && n.imgs.every(i => i.complete); })""",
-            arg=image_node_ids,
-            timeout=60_000,
-        )
+        wait_for_images(page, image_node_ids)
     return entry
 
 
-def screenshot(page, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    page.evaluate(
-        """async () => {
-            try { await window.app.extensionManager.command.execute("Comfy.Canvas.FitView"); }
-            catch (e) { window.app.canvas.ds.offset = [80, 140]; }
-            window.app.canvas.setDirty(true, true);
-        }"""
+def wait_for_images(page, node_ids: list[int], timeout: float = 60.0) -> None:
+    """Until every node in `node_ids` shows its image: drawn on the canvas (node.imgs, the classic
+    design) or as an <img> in the node's element (Nodes 2.0)."""
+    page.wait_for_function(
+        """(ids) => ids.every(id => {
+            const n = window.app.graph.getNodeById(id);
+            if (n && n.imgs && n.imgs.length > 0 && n.imgs.every(i => i.complete && i.naturalWidth > 0)) return true;
+            const shown = document.querySelectorAll(`[data-node-id="${id}"] img`);
+            return shown.length > 0 && Array.from(shown).every(i => i.complete && i.naturalWidth > 0);
+        })""",
+        arg=node_ids,
+        timeout=timeout * 1000,
     )
-    time.sleep(0.5)
+
+
+def set_setting(page, name: str, value) -> None:
+    page.evaluate("async ([n, v]) => { await window.app.extensionManager.setting.set(n, v); }", [name, value])
+
+
+def get_setting(page, name: str):
+    return page.evaluate("(n) => window.app.extensionManager.setting.get(n)", name)
+
+
+def search_nodes(page, query: str, timeout: float = 10.0) -> list[str]:
+    """Type `query` into the node search box (as double-clicking the canvas opens it) and return
+    the display names it lists, in its order."""
+    page.evaluate("async () => { await window.app.extensionManager.command.execute('Workspace.SearchBox.Toggle'); }")
+    box = page.locator("input[placeholder='Search Nodes...']").first
+    box.wait_for(timeout=timeout * 1000)
+    box.fill(query)
+    time.sleep(1.0)  # the list follows the input after a debounce
+    listbox = box.get_attribute("aria-controls")
+    names = page.evaluate(
+        """(id) => Array.from(document.querySelectorAll(`#${CSS.escape(id)} [role=option]`))
+                .map(o => (o.querySelector('.option-display-name') || o).innerText.split('\\n')[0].trim())
+                .filter(Boolean)""",
+        listbox,
+    )
+    page.keyboard.press("Escape")
+    return names
+
+
+def fit_view(page, zoom: float = 0.9) -> dict:
+    """Fit the whole graph into the canvas at once (the Fit View command animates); returns the
+    view as a workflow's extra.ds stores it ({"scale", "offset"})."""
+    view = page.evaluate(
+        """(zoom) => {
+            const canvas = window.app.canvas, title = window.LiteGraph.NODE_TITLE_HEIGHT;
+            let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
+            for (const node of window.app.graph._nodes) {
+                x0 = Math.min(x0, node.pos[0]); y0 = Math.min(y0, node.pos[1] - title);
+                x1 = Math.max(x1, node.pos[0] + node.size[0]); y1 = Math.max(y1, node.pos[1] + node.size[1]);
+            }
+            canvas.ds.fitToBounds([x0, y0, x1 - x0, y1 - y0], {zoom});
+            canvas.setDirty(true, true);
+            return {scale: canvas.ds.scale, offset: [canvas.ds.offset[0], canvas.ds.offset[1]]};
+        }""",
+        zoom,
+    )
+    time.sleep(0.5)  # a frame or two: the canvas and DOM widgets follow the new view
+    return {"scale": round(view["scale"], 4), "offset": [round(v, 1) for v in view["offset"]]}
+
+
+# The page rectangle (x, y, width, height) the graph's nodes cover, at the current view.
+_GRAPH_BOX_JS = """
+() => {
+    const canvas = window.app.canvas, ds = canvas.ds, rect = canvas.canvas.getBoundingClientRect();
+    let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
+    for (const node of window.app.graph._nodes) {
+        const title = window.LiteGraph.NODE_TITLE_HEIGHT;
+        x0 = Math.min(x0, node.pos[0]); y0 = Math.min(y0, node.pos[1] - title);
+        x1 = Math.max(x1, node.pos[0] + node.size[0]); y1 = Math.max(y1, node.pos[1] + node.size[1]);
+    }
+    const margin = 24;  // the pack badge above a title included
+    const left = Math.max(rect.left, rect.left + (x0 + ds.offset[0]) * ds.scale - margin);
+    const top = Math.max(rect.top, rect.top + (y0 + ds.offset[1]) * ds.scale - margin);
+    const right = Math.min(rect.right, rect.left + (x1 + ds.offset[0]) * ds.scale + margin);
+    const bottom = Math.min(rect.bottom, rect.top + (y1 + ds.offset[1]) * ds.scale + margin);
+    return {x: left, y: top, width: right - left, height: bottom - top};
+}
+"""
+
+
+_GRAPH_SIZE_JS = """
+() => {
+    let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
+    for (const node of window.app.graph._nodes) {
+        x0 = Math.min(x0, node.pos[0]); y0 = Math.min(y0, node.pos[1] - window.LiteGraph.NODE_TITLE_HEIGHT);
+        x1 = Math.max(x1, node.pos[0] + node.size[0]); y1 = Math.max(y1, node.pos[1] + node.size[1]);
+    }
+    return [x1 - x0, y1 - y0];
+}
+"""
+
+
+def graph_screenshot(page, scale: float = 1.0) -> bytes:
+    """PNG of the graph at about `scale` (canvas units to pixels): the page is resized so that
+    the fitted graph is drawn that large (zoomed far out the canvas leaves out all text), then
+    put back to its size."""
+    before = page.viewport_size
+    width, height = page.evaluate(_GRAPH_SIZE_JS)
+    chrome = 160  # the frontend's menus and side bar around the canvas
+    # The menus, tabs and side bar float over the canvas: hidden for the picture.
+    hide = page.add_style_tag(content=".splitter-overlay-root, .minimap-main-container { visibility: hidden !important; }")
+    try:
+        _resize(page, int(width * scale) + chrome, int(height * scale) + chrome)
+        fit_view(page)
+        return page.screenshot(clip=page.evaluate(_GRAPH_BOX_JS))
+    finally:
+        hide.evaluate("(style) => style.remove()")
+        _resize(page, before["width"], before["height"])
+        fit_view(page)
+
+
+def _resize(page, width: int, height: int) -> None:
+    """Resize the page and wait until the canvas has followed (it resizes on a later frame)."""
+    if page.viewport_size == {"width": width, "height": height}:
+        return
+    before = page.evaluate("() => [window.app.canvas.canvas.clientWidth, window.app.canvas.canvas.clientHeight]")
+    page.set_viewport_size({"width": width, "height": height})
+    page.wait_for_function(
+        """(b) => { const c = window.app.canvas.canvas;
+                    return c.clientWidth !== b[0] || c.clientHeight !== b[1]; }""",
+        arg=before,
+        timeout=10_000,
+    )
+    time.sleep(0.3)
+
+
+def screenshot(page, path: Path) -> Path:
+    """The whole page with the graph fitted into view, as a PNG at `path` (a test artifact)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fit_view(page)
     page.screenshot(path=str(path))
     return path
 

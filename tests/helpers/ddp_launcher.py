@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import torch.distributed as dist
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
@@ -33,6 +34,9 @@ if SCALE != 1.0:
     DistributedDataParallel.__init__ = _init_with_hook
 
 if __name__ == "__main__":
+    # Run as a script, its own folder (tests/helpers, whose modules are named like top-level
+    # packages) would come first on sys.path: the repository root takes its place.
+    sys.path[0] = str(Path(__file__).resolve().parents[2])
     from training.__main__ import main
 
     sys.exit(main(sys.argv[1:]))

@@ -20,6 +20,7 @@ from helpers.live_server import LiveComfyUI, shared_server, stop_shared_server
 
 ARTIFACTS = REPO / "artifacts"
 TEST_MODEL = "rf-test-tiny.safetensors"
+TEST_UPSCALER = "compact-test-x2.safetensors"
 
 
 def write_test_model(path: Path, config=None, seed: int = 0) -> Path:
@@ -74,6 +75,17 @@ def live_model(live_comfyui) -> str:
     if not path.exists():
         write_test_model(path, live_model_config())
     return TEST_MODEL
+
+
+@pytest.fixture(scope="session")
+def live_upscaler(live_comfyui) -> str:
+    """File name of a small random Real-ESRGAN Compact (2x) in the server's upscale_models folder."""
+    from helpers.spandrel_models import write_compact
+
+    path = live_comfyui.work / "upscale_models" / TEST_UPSCALER
+    if not path.exists():
+        write_compact(path, scale=2)
+    return TEST_UPSCALER
 
 
 @pytest.fixture(scope="session")

@@ -58,7 +58,7 @@ class LiveComfyUI:
         self.client_id = uuid.uuid4().hex
         self.proc: subprocess.Popen | None = None
         self.log_path = self.work / "server.log"
-        for name in ("input", "output", "user", "custom_nodes", "facerestore_models", "facedetection"):
+        for name in ("input", "output", "user", "custom_nodes", "facerestore_models", "facedetection", "upscale_models"):
             (self.work / name).mkdir(parents=True, exist_ok=True)
         # A fresh user folder opens the Templates dialog on the first page load; a user who has
         # seen it has this setting, so the browser test meets the canvas directly.
@@ -97,6 +97,7 @@ class LiveComfyUI:
                         "custom_nodes": "custom_nodes",
                         "facerestore_models": "facerestore_models",
                         "facedetection": "facedetection",
+                        "upscale_models": "upscale_models",
                     }
                 },
                 indent=2,

@@ -67,6 +67,26 @@ def widget_names(definition: dict) -> list[str | None]:
     return names
 
 
+def trailing_defaults(definition: dict, count: int) -> list | None:
+    """Defaults of the widgets after the first `count` widget values, when every one of them is an
+    optional input with a default (inputs added at the end of a node after a workflow was saved: the
+    frontend gives them their default); None otherwise."""
+    optional = set(definition["input"].get("optional", {}))
+    values, position = [], 0
+    for name, kind, options in _input_specs(definition):
+        if not _is_widget(kind, options):
+            continue
+        width = 1 + _extra_values(name, kind, options)
+        if position >= count:
+            if name not in optional or "default" not in options or width != 1:
+                return None
+            values.append(options["default"])
+        elif position + width > count:
+            return None  # the saved values end inside one widget's values
+        position += width
+    return values
+
+
 def ui_to_api(workflow: dict, object_info: dict) -> dict:
     """Convert a UI-format workflow to the API format `/prompt` takes.
 
@@ -87,6 +107,8 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
             inputs.update(values)
         else:
             names = widget_names(definition)
+            if len(values) < len(names) and (fill := trailing_defaults(definition, len(values))):
+                values = [*values, *fill]
             if len(values) != len(names):
                 raise ValueError(
                     f"node {node['id']} ({node['type']}) has {len(values)} widget values, "

@@ -14,12 +14,28 @@ import pytest
 import torch
 from helpers.inspection import face_crops
 from helpers.models import random_restoreformer
+from helpers.numerics import (
+    error,
+    float64_twin,
+    gamma,
+    half_precision_budget,
+    relative_budget,
+    unit_roundoff,
+)
 
 from restoreformer_node import inspection as ins
 from restoreformer_node.model import RESTOREFORMER, RESTOREFORMER_PLUSPLUS, tiny_config
 from restoreformer_node.runtime.precision import cast_weights
 
 VARIANTS = {"RF": RESTOREFORMER, "RF++": RESTOREFORMER_PLUSPLUS}
+U = unit_roundoff(torch.float32)
+
+
+def softmax_sum_bound(keys: int, dtype: torch.dtype = torch.float32) -> float:
+    """|sum of one softmax row - 1|: each weight exp(x_i - m) / S carries the relative error of
+    S (a sum of `keys` terms: gamma_keys), of exp and the subtraction (2 u) and of the division
+    (u); summing the weights adds gamma_keys of float32 again."""
+    return gamma(keys + 3, dtype) + gamma(keys, torch.float32)
 
 
 @pytest.fixture(scope="module", params=list(VARIANTS))
@@ -99,7 +115,10 @@ def test_cached_tiles_match_a_fresh_decode():
     model = random_restoreformer(tiny_config(RESTOREFORMER_PLUSPLUS))
     cached = ins.build_atlas(model, cache=ins.TileCache(), subset=[5, 9, 100])
     fresh = ins.build_atlas(model, cache=None, subset=[5, 9, 100])
-    assert torch.allclose(cached.image, fresh.image, atol=1e-3)  # float16 storage
+    # The same decode (same batch); the cache stores it in float16: one rounding, u16 relative
+    # (2^-25 absolute below float16's normal range).
+    bound = unit_roundoff(torch.float16) * fresh.image.abs() + 2.0**-25
+    assert bool(((cached.image - fresh.image).abs() <= bound).all())
 
 
 def test_atlas_orders_and_subsets():
@@ -161,8 +180,9 @@ def test_perplexity_of_uniform_usage_is_the_number_of_entries_used(used):
     indices = indices[torch.randperm(indices.numel())].reshape(-1, 1, indices.numel())
     usage = ins.code_usage(indices, 128)
     assert usage.used == used
+    # float64: exp(-sum p log p) over `used` equal terms, a few u64 x used (<= 1.4e-14) relative
     assert usage.perplexity == pytest.approx(used, rel=1e-12)
-    assert usage.share_used == pytest.approx(used / 128)
+    assert usage.share_used == used / 128  # a power-of-two denominator: exact
 
 
 def test_perplexity_end_to_end_with_a_dictionary_of_the_face_own_features(crops):
@@ -178,13 +198,13 @@ def test_perplexity_end_to_end_with_a_dictionary_of_the_face_own_features(crops)
     assert codes.indices.flatten().tolist() == list(range(256))
     usage = ins.code_usage(codes.indices, 256)
     assert usage.used == 256 and usage.share_used == 1.0
-    assert usage.perplexity == pytest.approx(256, rel=1e-9)
+    assert usage.perplexity == pytest.approx(256, rel=1e-12)  # as above: 256 x u64 = 2.8e-14
     # One entry for every cell: all usage on one entry, perplexity 1.
     with torch.no_grad():
         model.quant_conv.weight.zero_()
         model.quant_conv.bias.copy_(model.quantize.embedding.weight[42])
     usage = ins.code_usage(ins.encode_codes(model, crops).indices, 256)
-    assert usage.counts[42] == usage.total and usage.perplexity == pytest.approx(1.0)
+    assert usage.counts[42] == usage.total and usage.perplexity == 1.0  # exp(-1 log 1): exact
 
 
 def test_usage_summary_and_plot(model, crops, codes):
@@ -197,7 +217,9 @@ def test_usage_summary_and_plot(model, crops, codes):
     assert plot.shape == (3, 400, 800) and 0 <= float(plot.min()) and float(plot.max()) <= 1
     # The most used entry's bar is drawn in its code-map colour.
     colour = (ins.code_palette(usage.n_embed)[top_entry] * 255).round() / 255
-    assert (plot.permute(1, 2, 0).reshape(-1, 3) - colour).abs().amax(1).min() < 1e-6
+    # Colours are 8-bit: another colour differs by >= 1/255 in some channel, so anything under
+    # half a level means this colour.
+    assert (plot.permute(1, 2, 0).reshape(-1, 3) - colour).abs().amax(1).min() < 0.5 / 255
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,7 +235,12 @@ def test_code_map_indices_equal_an_independent_nearest_entry_search(model, crops
     d = torch.cdist(z, codebook, compute_mode="donot_use_mm_for_euclid_dist") ** 2
     best = d.min(1)
     assert torch.equal(codes.indices.flatten(), best.indices)
-    assert torch.allclose(codes.distances.flatten().double(), best.values, rtol=1e-4, atol=1e-4)
+    # The search expands |z|^2 + |e|^2 - 2 z.e in float32 (sums of embed_dim products, then two
+    # additions): gamma_(n+2) of the magnitudes, whatever the kernels' order.
+    e = codebook[best.indices]
+    magnitude = z.pow(2).sum(1) + e.pow(2).sum(1) + 2 * (z.abs() * e.abs()).sum(1)
+    bound = gamma(model.config.embed_dim + 2, torch.float32) * magnitude
+    assert bool(((codes.distances.flatten().double() - best.values).abs() <= bound).all())
 
 
 def test_code_map_paints_each_cell_in_its_entry_colour(model, crops, codes):
@@ -223,7 +250,7 @@ def test_code_map_paints_each_cell_in_its_entry_colour(model, crops, codes):
     cell = crops.shape[-1] // codes.grid[0]
     centres = image[:, :, cell // 2 :: cell, cell // 2 :: cell]  # [N, 3, h, w]
     expected = ins.code_palette(n)[codes.indices].permute(0, 3, 1, 2)
-    assert torch.allclose(centres, expected, atol=1e-6)
+    assert (centres - expected).abs().max() <= 4 * U  # a blend at opacity 1 still rounds twice
     palette = ins.code_palette(1024)
     assert torch.equal(palette[:n], ins.code_palette(n))  # a fixed colour per index
     assert (palette[1:] - palette[:-1]).abs().amax(1).min() > 0.05  # neighbours distinguishable
@@ -235,10 +262,11 @@ def test_distance_mask_is_normalised_distance(model, crops, codes):
     cell = 512 // codes.grid[0]
     centres = mask[:, cell // 2 :: cell, cell // 2 :: cell]
     expected = codes.distances / codes.distances.flatten(1).amax(1).view(-1, 1, 1)
-    assert torch.allclose(centres, expected, atol=1e-6)
-    assert torch.allclose(mask.flatten(1).amax(1), torch.ones(2))
+    assert (centres - expected).abs().max() <= 2 * U  # nearest upsampling, one division each
+    # The peak divided by itself is exactly 1 (IEEE division), with or without smoothing.
+    assert torch.equal(mask.flatten(1).amax(1), torch.ones(2))
     batch = ins.distance_mask(codes, 512, normalise="batch")
-    assert float(batch.amax()) == pytest.approx(1.0, abs=1e-5) and float(batch.amin()) >= 0
+    assert float(batch.amax()) == 1.0 and float(batch.amin()) >= 0
     assert ins.heat_overlay(crops, mask).shape == crops.shape
 
 
@@ -253,7 +281,7 @@ def test_attention_weights_of_every_head_sum_to_one(model, crops):
     for name, lv in levels.items():
         w = weights[name]
         assert w.shape == (2, model.config.heads, lv.grid**2, lv.grid**2)
-        assert torch.allclose(w.sum(-1), torch.ones(w.shape[:-1]), atol=1e-5)
+        assert (w.sum(-1) - 1).abs().max() <= softmax_sum_bound(lv.grid**2)
         assert float(w.min()) >= 0
 
 
@@ -265,14 +293,28 @@ def test_a_bf16_stored_network_is_inspected_like_the_fp32_one(model, crops, code
     half = cast_weights(copy.deepcopy(model), "bf16")
     half_codes = ins.encode_codes(half, crops)
     assert half_codes.distances.dtype == torch.float32
-    assert (half_codes.indices == codes.indices).float().mean() >= 0.95  # 0.99 measured
+    # Near-tied entries may flip under bf16 features; a broken half-precision encoder would agree
+    # on about one cell in n_embed. The features themselves are held to the bf16 budget.
+    assert (half_codes.indices == codes.indices).float().mean() > 0.5
+    x = ins.to_model_input(crops, model.config)
+    with torch.no_grad():
+        z32 = model.quant_conv(model.encoder(x)[0])
+        z16 = half.quant_conv(half.encoder(x.bfloat16())[0]).float()
+    half_precision_budget(model, torch.bfloat16, z32).check(z16, z32, "bf16 encoder features")
     level = ins.attention_levels(half)[0]
     w = ins.trace_attention(half, crops, [level.name])[level.name]
-    assert w.dtype == torch.float32 and torch.allclose(w.sum(-1), torch.ones(w.shape[:-1]), atol=2e-2)
+    # bf16 weights: each rounded to bf16 once more (u_bf16 relative), then summed in float32.
+    bound = softmax_sum_bound(level.grid**2) + unit_roundoff(torch.bfloat16)
+    assert w.dtype == torch.float32 and (w.sum(-1) - 1).abs().max() <= bound
+    # Tiles decode one entry as a 1x1 latent: GroupNorm then normalises groups of a few values,
+    # which amplifies any rounding (even fp32 tiles are far from a float64 decode, and bf16 ones
+    # by a large part of the range), so no rounding budget against fp32 means anything. What holds is structural: the bf16
+    # network runs the ops bf16 autocast runs on the fp32 weights (the same bf16 operands into
+    # the same kernels, every norm output rounded to bf16 before a conv reads it): the same bits.
     tiles = ins.decode_entries(half, [0, 1, 2])
     with torch.autocast("cpu", dtype=torch.bfloat16):
         ref = ins.decode_entries(model, [0, 1, 2])
-    assert tiles.dtype == torch.float32 and (tiles - ref).abs().max() <= 1e-2  # equal measured
+    assert tiles.dtype == torch.float32 and torch.equal(tiles, ref)
 
 
 def test_attention_levels_per_variant():
@@ -290,16 +332,22 @@ def test_attention_map_is_the_query_row_at_the_point(model, crops):
     point = (0.377, 0.469)  # the template's left eye
     maps = ins.attention_maps(model, crops, point, batch_size=1)
     full = ins.trace_attention(model, crops, [lv.name for lv in maps.levels])
+    # One crop per forward against two: kernels may round differently per batch size; both as
+    # close to a float64 forward as the batched one is (REORDER).
+    truth = ins.trace_attention(float64_twin(model), crops, [lv.name for lv in maps.levels])
     for lv in maps.levels:
         row, col = maps.cells[lv.name]
         assert (row, col) == (int(0.469 * lv.grid), int(0.377 * lv.grid))
         m = maps.maps[lv.name]
         assert m.shape == (2, model.config.heads, lv.grid, lv.grid)
-        assert torch.allclose(m.flatten(2), full[lv.name][:, :, row * lv.grid + col], atol=1e-6)
+        cell = row * lv.grid + col
+        relative_budget(error(full[lv.name][:, :, cell], truth[lv.name][:, :, cell]), truth[lv.name][:, :, cell]).check(
+            m.flatten(2), truth[lv.name][:, :, cell], f"attention row of {lv.name}, one crop per forward"
+        )
     sheet = ins.attention_sheet(crops, maps, tile=96)
     assert sheet.shape == (2, 3, 96 * len(maps.levels), 96 * (model.config.heads + 1))
     mask = ins.attention_mask(maps, 512)
-    assert mask.shape == (2, 512, 512) and float(mask.amax()) == pytest.approx(1.0, abs=1e-5)
+    assert mask.shape == (2, 512, 512) and float(mask.amax()) == 1.0  # the peak over itself
     with pytest.raises(ValueError, match="point"):
         ins.attention_maps(model, crops, (1.5, 0.2))
 
@@ -327,8 +375,8 @@ def test_published_geometry_rfpp(astronaut, grace_hopper):
         (16, (1, 4, 16, 16)),
         (32, (1, 4, 32, 32)),
     ]
-    for m in maps.maps.values():
-        assert torch.allclose(m.sum((-1, -2)), torch.ones(1, 4), atol=1e-5)
+    for lv, m in zip(maps.levels, maps.maps.values()):
+        assert (m.sum((-1, -2)) - 1).abs().max() <= softmax_sum_bound(lv.grid**2)
 
 
 def test_atlas_command_line_writes_the_atlas(tmp_path):
@@ -346,5 +394,7 @@ def test_atlas_command_line_writes_the_atlas(tmp_path):
     written = torch.from_numpy(np.asarray(Image.open(out)).copy()).permute(2, 0, 1).float() / 255
     assert written.shape == (3, 2 * 4, 5 * 4)
     expected = ins.build_atlas(model, subset=range(10), columns=5, gap=0, cache=None).image
-    assert (written - expected).abs().max() <= 0.5 / 255 + 1e-6  # 8-bit rounding only
+    # The command decodes the same batch (its --batch-size default is build_atlas's): only the
+    # 8-bit rounding (half a level) and the float32 conversions around it (2 u).
+    assert (written - expected).abs().max() <= 0.5 / 255 + 2 * U
     assert main(["atlas", str(weights), "--out", str(tmp_path / "a.jpg")]) == 2

@@ -16,10 +16,25 @@ import numpy as np
 import pytest
 from helpers import live as live_fixtures
 from helpers.live_server import Events, history_error, history_messages
-from helpers.workflow_format import nodes_of_type, shipped_workflows, ui_to_api
+from helpers.workflow_format import WORKFLOW_DIR, nodes_of_type, shipped_workflows, ui_to_api
 from PIL import Image
 
-from tools.make_workflows import ATLAS, ATTENTION, CODE_MAP, DETECT, LOAD_MODEL, PASTE, RESTORE, SPECS, USAGE
+from tools.make_workflows import (
+    ATLAS,
+    ATTENTION,
+    CODE_MAP,
+    DETECT,
+    EDIT,
+    INSPECT,
+    LOAD_MODEL,
+    PASTE,
+    PHOTO,
+    RESTORE,
+    TXT2IMG,
+    USAGE,
+    VIDEO,
+    WORKFLOWS,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -103,11 +118,15 @@ def test_model_folder_lists_the_test_model(live_comfyui, live_model):
 def test_workflow_templates_lists_the_shipped_workflows(live_comfyui, workflows):
     listed = live_comfyui.get("/workflow_templates").json()
     assert sorted(listed.get(PACK, [])) == sorted(workflows)
-    assert set(workflows) == set(SPECS), "make_workflows.py and example_workflows/ disagree"
+    assert set(workflows) == set(WORKFLOWS), "make_workflows.py and example_workflows/ disagree"
     for name, workflow in workflows.items():
         served = live_comfyui.get(f"/api/workflow_templates/{PACK}/{name}.json")
         assert served.status_code == 200
         assert served.json() == workflow
+        # The template browser shows NAME.jpg from the same folder as the card's picture.
+        thumbnail = live_comfyui.get(f"/api/workflow_templates/{PACK}/{name}.jpg")
+        assert thumbnail.status_code == 200 and thumbnail.headers["Content-Type"] == "image/jpeg"
+        assert thumbnail.content == (WORKFLOW_DIR / f"{name}.jpg").read_bytes()
 
 
 def test_every_workflow_uses_only_defined_nodes(workflows, object_info):
@@ -155,7 +174,7 @@ def read_mask_reach(server, entry) -> np.ndarray:
 
 
 def test_restore_photo_workflow(live_comfyui, object_info, workflows, live_model, input_photos, astronaut):
-    prompt = api_prompt(workflows["restore_faces_in_a_photo"], object_info, live_model, input_photos["astronaut"])
+    prompt = api_prompt(workflows[PHOTO], object_info, live_model, input_photos["astronaut"])
     (restore_id,) = nodes_of_type(prompt, RESTORE)
     add_mask_reach(prompt, restore_id)
     entry = live_comfyui.run(prompt, timeout=240)
@@ -188,7 +207,7 @@ def test_restore_photo_workflow(live_comfyui, object_info, workflows, live_model
 def test_diffusion_chain_validates_and_its_face_part_runs(
     live_comfyui, object_info, workflows, live_model, input_photos, grace_hopper
 ):
-    workflow = workflows["txt2img_then_restore_faces"]
+    workflow = workflows[TXT2IMG]
     prompt = api_prompt(workflow, object_info, live_model, {})
     # No checkpoint exists here: the server must reject the graph for that reason and no other.
     r = live_comfyui.post("/prompt", json={"prompt": prompt})
@@ -212,7 +231,7 @@ def test_diffusion_chain_validates_and_its_face_part_runs(
 
 
 def test_video_frames_workflow(live_comfyui, object_info, workflows, live_model, input_photos, astronaut):
-    prompt = api_prompt(workflows["restore_video_frames"], object_info, live_model, input_photos["astronaut"])
+    prompt = api_prompt(workflows[VIDEO], object_info, live_model, input_photos["astronaut"])
     (frames_id,) = nodes_of_type(prompt, "RepeatImageBatch")
     frames = prompt[frames_id]["inputs"]["amount"]
     assert frames >= 4
@@ -230,7 +249,7 @@ def test_video_frames_workflow(live_comfyui, object_info, workflows, live_model,
 
 
 def _photo_prompt(workflows, object_info, model, image) -> dict:
-    return api_prompt(workflows["restore_faces_in_a_photo"], object_info, model, image)
+    return api_prompt(workflows[PHOTO], object_info, model, image)
 
 
 def test_missing_model_file_is_named(live_comfyui, object_info, workflows, input_photos):
@@ -286,7 +305,7 @@ def test_interrupted_prompt_is_reported_and_the_server_goes_on(
     """/interrupt stops a long batch of frames within about one progress step (the nodes report
     progress and check for interruption between chunks), the history says so, and the next prompt
     is served. Timing is measured against the node's own progress steps, so machine load cancels."""
-    prompt = api_prompt(workflows["restore_video_frames"], object_info, live_model, input_photos["grace_hopper"])
+    prompt = api_prompt(workflows[VIDEO], object_info, live_model, input_photos["grace_hopper"])
     (frames_id,) = nodes_of_type(prompt, "RepeatImageBatch")
     frames = 24  # several progress steps, if detection chunks are bounded by frame count
     prompt[frames_id]["inputs"]["amount"] = frames
@@ -335,7 +354,7 @@ def test_interrupted_prompt_is_reported_and_the_server_goes_on(
 def test_inspection_workflow(live_comfyui, object_info, workflows, live_model, input_photos):
     """Every view of the inspection graph is produced for a real photo; the usage summary speaks of
     the dictionary the model has (128 entries in the test geometry)."""
-    prompt = api_prompt(workflows["inspect_the_dictionary"], object_info, live_model, input_photos["astronaut"])
+    prompt = api_prompt(workflows[INSPECT], object_info, live_model, input_photos["astronaut"])
     entry = live_comfyui.run(prompt, timeout=300)
     assert_success(entry, live_comfyui)
     sizes = {}
@@ -346,15 +365,20 @@ def test_inspection_workflow(live_comfyui, object_info, workflows, live_model, i
         source = prompt[prompt[node_id]["inputs"]["images"][0]]["class_type"]
         sizes.setdefault(source, []).append(image.shape[:2])
     assert set(sizes) == {ATLAS, USAGE, CODE_MAP, ATTENTION}
-    (summary_id,) = nodes_of_type(prompt, "PreviewAny")
-    text = " ".join(entry["outputs"][summary_id]["text"]).lower()
-    assert "perplexity" in text and "128" in text, text
+    # Every text output is shown too: the usage summary, the atlas entries and the query point.
+    texts = {
+        prompt[prompt[node_id]["inputs"]["source"][0]]["class_type"]: " ".join(entry["outputs"][node_id]["text"])
+        for node_id in nodes_of_type(prompt, "PreviewAny")
+    }
+    assert set(texts) == {ATLAS, USAGE, ATTENTION}
+    assert "perplexity" in texts[USAGE].lower() and "128" in texts[USAGE], texts[USAGE]
+    assert texts[ATTENTION].startswith("query point (0.377, 0.469)"), texts[ATTENTION]
 
 
 def test_edit_between_align_and_paste_workflow(live_comfyui, object_info, workflows, input_photos, grace_hopper):
     """Align -> edit the crops with core nodes -> Paste: the face changes, and pixels the paste
     mask does not reach (mask > 0, thresholded before 8-bit rounding) are bit-identical."""
-    prompt = api_prompt(workflows["edit_faces_between_align_and_paste"], object_info, "", input_photos["grace_hopper"])
+    prompt = api_prompt(workflows[EDIT], object_info, "", input_photos["grace_hopper"])
     (paste_id,) = nodes_of_type(prompt, PASTE)
     add_mask_reach(prompt, paste_id)
     entry = live_comfyui.run(prompt, timeout=240)

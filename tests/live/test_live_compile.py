@@ -1,6 +1,6 @@
-"""Compile RestoreFormer Model inside a real, running ComfyUI 0.3.75 (the session's shared server).
+"""Compile Model (RestoreFormer) inside a real, running ComfyUI 0.3.75 (the session's shared server).
 
-The shipped video workflow, with the compile node put between the loader and Restore Faces, as
+The shipped video workflow, with the compile node put between the loader and Face Restore, as
 an artist would wire it. The model is the live tests' randomly initialised RestoreFormer of the
 real architecture at the tiny test geometry (pretrained weights cannot be had offline); inductor
 compiles it for real on the server's CPU.
@@ -15,7 +15,7 @@ from helpers.live_server import history_error
 from helpers.workflow_format import nodes_of_type, shipped_workflows, ui_to_api
 from PIL import Image
 
-from tools.make_workflows import LOAD_MODEL, RESTORE
+from tools.make_workflows import LOAD_MODEL, RESTORE, VIDEO
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +27,7 @@ COMPILE = "RestoreFormerCompileModel"
 
 
 def _video_prompt(server, model: str, photo: str) -> dict:
-    prompt = ui_to_api(shipped_workflows()["restore_video_frames"], server.object_info())
+    prompt = ui_to_api(shipped_workflows()[VIDEO], server.object_info())
     (loader_id,) = nodes_of_type(prompt, LOAD_MODEL)
     prompt[loader_id]["inputs"]["model_name"] = model
     for node_id in nodes_of_type(prompt, "LoadImage"):

@@ -9,12 +9,15 @@ from the image (MTCNN, whose weights ship in its wheel), or passed as square cro
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from helpers.comfy_host import import_comfy
 from helpers.inspection import face_crops
 from helpers.models import random_restoreformer
+from helpers.numerics import REORDER, error, float64_twin, ulp_floor, unit_roundoff
 
 from restoreformer_node.model import RESTOREFORMER, RESTOREFORMER_PLUSPLUS, tiny_config
 
@@ -70,7 +73,7 @@ def test_nodes_are_registered(nodes):
     """(Tooltips and help pages of every node: tests/nodes/test_registry_hygiene.py.)"""
     classes, names = nodes[0], nodes[1]
     for node_id in NODE_IDS:
-        assert node_id in classes and names[node_id].startswith("RestoreFormer ")
+        assert node_id in classes and names[node_id].endswith(" (RestoreFormer)")
 
 
 def test_atlas_node_sizes_orders_and_cache(nodes, rf_model, crops_image):
@@ -99,7 +102,14 @@ def test_atlas_node_sizes_orders_and_cache(nodes, rf_model, crops_image):
     top = int(inspection.code_usage(codes.indices, n).top(1)[0][0])
     direct = inspection.decode_entries(network, [top])[0]
     shown = used[0, :tile:2, :tile:2].permute(2, 0, 1)
-    assert torch.allclose(shown, direct, atol=1e-3)
+    # The atlas shows the tile decoded in another batch and stored in float16: one float16
+    # rounding (u16 relative), plus both float32 decodes' errors against a float64 decode (the
+    # cached one within REORDER x the direct one's; a 1x1 latent decode is ill-conditioned, so
+    # this part is measured rather than assumed small).
+    truth = inspection.decode_entries(float64_twin(network), [top])[0]
+    decode = max(error(direct, truth).max, ulp_floor(truth).max)
+    bound = unit_roundoff(torch.float16) * shown.abs() + (1 + REORDER) * decode
+    assert bool(((shown - direct).abs() <= bound).all())
 
     subset, info = run(nodes, "RestoreFormerDictionaryAtlas", **{**base, "entries": "3-5, 9", "scale": 1})
     assert subset.shape == (1, 2 * 4 + 1, 2 * 4 + 1, 3) and "tile order: 3, 4, 5, 9" in info
@@ -121,7 +131,7 @@ def test_code_map_node_on_a_photo_and_on_crops(nodes, rf_model, photo, crops_ima
         smooth=True, batch_size=4, image=photo,
     )
     assert code_map.shape == heat.shape == (1, 512, 512, 3)
-    assert mask.shape == (1, 512, 512) and float(mask.max()) == pytest.approx(1.0, abs=1e-5)
+    assert mask.shape == (1, 512, 512) and float(mask.max()) == 1.0  # the peak divided by itself
     assert image_mask.shape == (1, 512, 512)  # the photo's size
     assert float(image_mask[0, :8, :8].max()) == 0  # far from the face: untouched by the mask
     assert 0 < float(image_mask.max()) <= 1
@@ -132,23 +142,33 @@ def test_code_map_node_on_a_photo_and_on_crops(nodes, rf_model, photo, crops_ima
     )
     assert code_map.shape == heat.shape == (2, 512, 512, 3)
     assert mask.shape == (2, 512, 512) and torch.equal(image_mask, mask)
-    assert float(mask.max()) == pytest.approx(1.0, abs=1e-6)
+    assert float(mask.max()) == 1.0
 
 
 def test_attention_node_sizes_and_units(nodes, rf_model, crops_image, photo):
     heads = rf_model.config.heads
     levels = len(rf_model.config.decoder_attn_resolutions)
     common = dict(model=rf_model, block="first", tile=64, opacity=0.65, batch_size=2)
-    maps, mask, info = run(nodes, "RestoreFormerAttentionMap", x=0.377, y=0.469, units="relative (0..1)",
-                           crops=crops_image, **common)
+    out = run(nodes, "RestoreFormerAttentionMap", x=0.377, y=0.469, units="relative (0..1)",
+              crops=crops_image, **common)
+    maps, mask, info = out["result"]
     assert maps.shape == (2, levels * 64, (heads + 1) * 64, 3)
     assert mask.shape == (2, 512, 512)
     assert info.count("query cell") == levels
+    # The node shows the first crop (the picture its x, y refer to) for the click-to-pick extension.
+    (shown,) = out["ui"][nodes[2].QUERY_CROP_UI]
+    assert shown["type"] == "temp"
+    import folder_paths
+    from PIL import Image
+
+    saved = Image.open(Path(folder_paths.get_temp_directory()) / shown["subfolder"] / shown["filename"])
+    expected = (crops_image[0] * 255).round().to(torch.uint8).numpy()
+    assert saved.size == (512, 512) and (abs(np.asarray(saved).astype(int) - expected).max() <= 1)
     in_pixels, _, _ = run(nodes, "RestoreFormerAttentionMap", x=0.377 * 512, y=0.469 * 512, units="crop pixels",
-                          crops=crops_image, **common)
-    assert torch.allclose(in_pixels, maps, atol=1e-6)
+                          crops=crops_image, **common)["result"]
+    assert torch.equal(in_pixels, maps)  # x 512 then / 512 is exact: the same point, the same sheet
     from_photo, _, _ = run(nodes, "RestoreFormerAttentionMap", x=0.5, y=0.5, units="relative (0..1)",
-                           image=photo, **{**common, "block": "mid"})
+                           image=photo, **{**common, "block": "mid"})["result"]
     assert from_photo.shape == (1, levels * 64, (heads + 1) * 64, 3)
     with pytest.raises(ValueError, match="outside the crop"):
         run(nodes, "RestoreFormerAttentionMap", x=700, y=10, units="crop pixels", crops=crops_image, **common)

@@ -3,6 +3,8 @@
 The restoring model is a randomly initialised tiny RestoreFormer written to a real .safetensors file
 (pretrained weights cannot be had offline); LPIPS and ArcFace are randomly initialised networks of the
 real architectures (--allow-random-networks), so their values are checked for shape and sense only.
+The protocols are pinned in test_evaluate_protocol.py, input checks and partial results in
+test_evaluate_inputs.py, reference statistics in test_evaluate_fid_stats.py.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ from helpers import REPO
 from PIL import Image
 
 from training.metrics import feature_statistics, frechet_distance, psnr, ssim
+
+# The metrics are float64 (NumPy/SciPy) closed forms: a few float64 roundings of values of
+# magnitude <= 100 (PSNR in dB) or 1 (SSIM) stay under 1e-12; sums over images (SSIM's filters,
+# scikit-image's own implementation) under 1e-10; the FID's matrix square root under 1e-9.
 
 
 def test_identical_images_give_infinite_psnr_and_unit_ssim(astronaut):
@@ -71,6 +77,42 @@ def test_frechet_distance_of_gaussians_by_hand():
     assert frechet_distance(mu, sigma, mu, sigma) == pytest.approx(0.0, abs=1e-9)
 
 
+def _fid_by_eigenvalues(mu1, s1, mu2, s2):
+    """Tr sqrt(S1 S2) = sum of sqrt(eigenvalues of R1 S2 R1) with R1 = S1^(1/2): symmetric
+    eigen-decompositions only, no scipy.linalg.sqrtm (an independent route for the tests)."""
+    w, v = np.linalg.eigh(s1)
+    r1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    m = r1 @ s2 @ r1
+    ev = np.linalg.eigvalsh((m + m.T) / 2)
+    d = mu1 - mu2
+    return d @ d + np.trace(s1) + np.trace(s2) - 2 * np.sqrt(np.clip(ev, 0, None)).sum()
+
+
+@pytest.mark.filterwarnings("error")
+def test_frechet_distance_runs_on_the_installed_scipy_with_warnings_as_errors():
+    """`sqrtm(..., disp=False)` is deprecated in SciPy 1.16/1.17 and gone in 1.18: with every warning
+    an error, the FID of full-rank and of singular (fewer samples than dimensions) covariances still
+    computes, and agrees with the eigenvalue route."""
+    import scipy
+
+    rng = np.random.default_rng(2)
+    for n, d in ((400, 24), (5, 64)):  # full rank; rank 4 of 64 (singular, like FID on few images)
+        f1, f2 = rng.normal(size=(n, d)), rng.normal(size=(n, d)) * 1.2 + 0.1
+        (m1, c1), (m2, c2) = feature_statistics(f1), feature_statistics(f2)
+        value = frechet_distance(m1, c1, m2, c2)
+        assert value == pytest.approx(_fid_by_eigenvalues(m1, c1, m2, c2), rel=1e-6), (scipy.__version__, n, d)
+        assert value > 0.1
+
+
+def test_frechet_distance_refuses_a_root_with_large_imaginary_parts():
+    """As basicsr: a covariance product whose root has imaginary diagonal parts above 1e-3 (here a
+    'covariance' with a negative eigenvalue) is an error, not a silently real-ised number."""
+    mu = np.zeros(2)
+    bad = np.diag([1.0, -4.0])
+    with pytest.raises(ValueError, match="imaginary"):
+        frechet_distance(mu, np.eye(2), mu, bad)
+
+
 def _faces(folder: Path, photos: list[np.ndarray], size: int) -> list[str]:
     folder.mkdir(parents=True, exist_ok=True)
     names = []
@@ -104,11 +146,15 @@ def test_identical_folders_report_inf_psnr_and_unit_ssim(tmp_path, astronaut, gr
     assert main(["--gt", str(gt), "--restored", str(gt), "--out", str(out), "--no-fid", "--name", "same"]) == 0
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert [r["name"] for r in rows] == names
+    # The CSV holds repr() of float64 values: they read back exactly; SSIM of identical images is
+    # 1 up to float64 rounding (approx's 1e-6 is far above it).
     assert all(float(r["PSNR"]) == math.inf and float(r["SSIM"]) == pytest.approx(1.0) for r in rows)
     summary = (out / "summary.md").read_text()
     assert summary.splitlines()[0] == "| Methods | FID↓ | PSNR↑ | SSIM↑ | LPIPS↓ | IDD↓ |"
     assert "| same | – | inf | 1.0000 | – | – |" in summary
     assert "LPIPS left out" in summary and "IDD left out" in summary
+    assert "- Protocol: released:" in summary  # the default: the official scripts' protocol
+    assert all(r["protocol"] == "released" for r in rows)
 
 
 @pytest.mark.slow
@@ -134,7 +180,9 @@ def test_degrade_restore_and_report_every_metric(tmp_path, astronaut, grace_hopp
     summary = json.loads((out / "summary.json").read_text())["summary"]
     assert set(summary) == {"Input", "tiny_rf"}
     for method, entry in summary.items():
-        assert entry["FID"] is not None and entry["FID"] >= -1e-6
+        # FID >= 0; degraded and restored sets are far from the ground truth (hundreds), so no
+        # round-off of the matrix square root can bring it near 0.
+        assert entry["FID"] is not None and entry["FID"] > 0
         mean_psnr = np.mean([float(r["PSNR"]) for r in rows if r["method"] == method])
         assert entry["PSNR"] == pytest.approx(mean_psnr, abs=1e-9)
     assert "| tiny_rf |" in (out / "summary.md").read_text()
@@ -148,17 +196,19 @@ def test_degrade_restore_and_report_every_metric(tmp_path, astronaut, grace_hopp
         assert np.array_equal(a, b)
 
 
-def test_bad_inputs_are_named(tmp_path, astronaut, tiny_model_file):
+def test_bad_inputs_are_named(tmp_path, astronaut, tiny_model_file, capsys):
+    """A bad input is one line on stderr naming it, and exit code 2 (test_evaluate_inputs.py has more)."""
     from training.evaluate import main
 
     gt = tmp_path / "gt"
     _faces(gt, [astronaut], 64)
     other = tmp_path / "other"
     _faces(other, [astronaut, astronaut], 64)
-    with pytest.raises(ValueError, match="pair by file name"):
-        main(["--gt", str(gt), "--restored", str(other), "--out", str(tmp_path / "o"), "--no-fid"])
-    with pytest.raises(ValueError, match="--input DIR"):
-        main(["--gt", str(gt), "--model", str(tiny_model_file), "--out", str(tmp_path / "o"), "--no-fid"])
+    assert main(["--gt", str(gt), "--restored", str(other), "--out", str(tmp_path / "o"), "--no-fid"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--restored: images and --gt must pair by file name" in err and "face_01" in err
+    assert main(["--gt", str(gt), "--model", str(tiny_model_file), "--out", str(tmp_path / "o"), "--no-fid"]) == 2
+    assert "--model needs --input DIR" in capsys.readouterr().err
 
 
 def test_command_line_entry_point(tmp_path, astronaut):

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import REPO as ROOT
-from helpers.training import write_face_folder
+from helpers.numerics import gamma
+from helpers.training_data import write_face_folder
 
 from training.config import load_config
 from training.stage1 import Stage1Config, build
@@ -70,6 +71,9 @@ def test_tiny_run_learns_to_reconstruct(faces, tmp_path):
     trainer.fit()
     l1 = [logs["l1"] for _, logs in trainer.history]
     assert len(l1) == 50
+    # Learning criteria, not rounding bounds: the loss must fall by a fifth (a tenth once the
+    # discriminator joins). Rounding moves these averages only slightly between vector widths
+    # (the tolerance review records them under AVX-512, AVX2 and no vector extension).
     first, later = sum(l1[:5]) / 5, sum(l1[35:45]) / 10
     assert later < 0.8 * first, (first, later)
     assert sum(l1[45:]) / 5 < 0.9 * first
@@ -88,14 +92,16 @@ def test_resume_after_kill_equals_uninterrupted_run(faces, tmp_path):
     resumed = build(load_config(Stage1Config, data=tiny(faces, tmp_path / "cut")))
     resumed.fit(resume=True)
     assert resumed.step == 6
+    # The resumed run replays the same steps on the same batches from the same weights, optimiser
+    # and RNG states through the same kernels: the same bits, so any difference is a resume bug.
     for name in full.modules:
-        states_equal(full.modules[name].state_dict(), resumed.modules[name].state_dict(), 1e-6)
+        states_equal(full.modules[name].state_dict(), resumed.modules[name].state_dict(), 0.0)
     for name in full.optimizers:
         a, b = full.optimizers[name].state_dict()["state"], resumed.optimizers[name].state_dict()["state"]
         for idx in a:
-            states_equal(a[idx], b[idx], 1e-6)
+            states_equal(a[idx], b[idx], 0.0)
     assert full.optimizers["generator"].param_groups[0]["lr"] == resumed.optimizers["generator"].param_groups[0]["lr"]
-    assert full.history[-1][1]["l1"] == pytest.approx(resumed.history[-1][1]["l1"], abs=1e-6)
+    assert full.history[-1][1]["l1"] == resumed.history[-1][1]["l1"]
 
 
 def test_gradient_accumulation_matches_full_batch(faces, tmp_path):
@@ -113,9 +119,14 @@ def test_gradient_accumulation_matches_full_batch(faces, tmp_path):
                       if p.grad is not None})
     assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 50
     overall = max(float(g.abs().max()) for g in grads[0].values())
+    # Two micro-batches add up what one batch sums: a weight's gradient is a sum over the batch's
+    # N x H x W = 2 x 32 x 32 positions, so the two orders differ by gamma_2048 (1.2e-4) of the
+    # summed magnitudes, taken per tensor at its largest gradient. Tensors whose true gradient is 0
+    # (biases before 1-channel GroupNorm groups) are cancelling sums at the scale of the largest
+    # gradients: a few dozen roundings of it (gamma_64).
+    relative, floor = gamma(2 * 32 * 32, torch.float32), gamma(64, torch.float32) * overall
     for name in grads[0]:
-        # Relative per tensor; tensors whose true gradient is 0 carry only rounding noise.
-        tol = 1e-4 * float(grads[0][name].abs().max()) + 2e-6 * overall
+        tol = relative * float(grads[0][name].abs().max()) + floor
         assert float((grads[0][name] - grads[1][name]).abs().max()) <= tol, name
 
 
@@ -187,7 +198,8 @@ def test_export_loads_in_model_code_and_reconstructs(faces, tmp_path):
         expected = ((RestoreFormer.forward(trained, gt * 2 - 1).clamp(-1, 1) + 1) / 2)
     restored = model.restore(gt)
     assert torch.equal(restored, expected)
-    assert (restored - gt).abs().mean() < 0.5  # a reconstruction, not noise or a constant
+    # A criterion (after 3 steps): closer to the faces than noise or a constant would be.
+    assert (restored - gt).abs().mean() < 0.5
 
 
 @pytest.mark.slow
@@ -276,5 +288,7 @@ def test_sigkill_after_checkpoint_then_resume_equals_uninterrupted(faces, tmp_pa
     resumed.fit(resume=True)
     full = build(load_config(Stage1Config, data=dict(cut, run=dict(cut["run"], out_dir=str(tmp_path / "full")))))
     full.fit()
+    # Same steps, batches, states and kernels (the killed process ran one thread, as this one does):
+    # the same bits.
     for name in full.modules:
-        states_equal(full.modules[name].state_dict(), resumed.modules[name].state_dict(), 1e-6)
+        states_equal(full.modules[name].state_dict(), resumed.modules[name].state_dict(), 0.0)

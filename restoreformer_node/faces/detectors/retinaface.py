@@ -19,7 +19,16 @@ from pathlib import Path
 
 import torch
 
+from ..weight_files import load_strict, missing_file_message, read_state
 from .base import Detection, FaceDetector, finite_detection
+
+# facexlib imports cv2, which opencv-python (facexlib's requirement) and opencv-python-headless
+# (other packs') both provide, into the same folder: with both installed, removing one removes
+# cv2 for the other. Keeping exactly one works; these commands keep the headless one (README: OpenCV).
+OPENCV_FIX = (
+    "python -m pip uninstall -y opencv-python opencv-python-headless",
+    "python -m pip install opencv-python-headless",
+)
 
 RELEASE_PAGE = "https://github.com/xinntao/facexlib/releases/tag/v0.1.0"
 RELEASE_DOWNLOAD = "https://github.com/xinntao/facexlib/releases/download/v0.1.0/"
@@ -46,32 +55,28 @@ def weight_file_name(kind: str) -> str:
 
 def missing_weights_message(kind: str, folders: list[str] | tuple[str, ...]) -> str:
     file_name = weight_file_name(kind)
-    where = " or ".join(str(f) for f in folders) if folders else "your facedetection model folder"
-    return (
-        f"{kind} needs the weight file {file_name!r}, which is not in {where}. Download it from "
-        f"{RELEASE_DOWNLOAD}{file_name} (facexlib's GitHub release v0.1.0, {RELEASE_PAGE}) and put "
-        f"it in that folder (ComfyUI: models/facedetection), or choose the 'mtcnn' detector, "
-        f"whose weights ship with facenet-pytorch."
+    return missing_file_message(
+        kind, file_name, folders, f"{RELEASE_DOWNLOAD}{file_name} (facexlib's GitHub release v0.1.0, {RELEASE_PAGE})",
+        ", or choose the 'mtcnn' detector, whose weights ship with facenet-pytorch",
     )
 
 
-def read_detector_weights(path: Path, kind: str) -> dict[str, torch.Tensor]:
-    """Tensors of a .pth or .safetensors file, read without running any code it carries (the
-    pack's weight reader), `module.` prefixes (DataParallel checkpoints) stripped."""
-    from ...weights import WeightLoadError, load_weight_file
-
+def _facexlib_retinaface():
+    """facexlib's RetinaFace network class, or one error that names the fix when facexlib (or the
+    cv2 it imports) cannot be imported."""
     try:
-        state, _, _ = load_weight_file(path)
-    except WeightLoadError as error:
-        raise error.about(
-            f"{kind} detector weights",
-            f"use facexlib's {weight_file_name(kind)} from {RELEASE_DOWNLOAD}{weight_file_name(kind)}",
-        ) from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path} is not a RetinaFace state dict (expected a mapping of names to tensors)")
-    return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state.items()}
+        from facexlib.detection.retinaface import RetinaFace
+    except ImportError as error:
+        fix = (
+            f"keep exactly one OpenCV wheel: `{OPENCV_FIX[0]}`, then `{OPENCV_FIX[1]}` (or opencv-python)"
+            if "cv2" in str(error)
+            else "`python -m pip install facexlib` with ComfyUI's Python"
+        )
+        raise ImportError(
+            f"RetinaFace needs facexlib, which could not be imported ({error}). Fix: {fix}. "
+            "MTCNN needs neither."
+        ) from error
+    return RetinaFace
 
 
 class RetinaFaceDetector(FaceDetector):
@@ -93,26 +98,16 @@ class RetinaFaceDetector(FaceDetector):
         self.score_threshold = score_threshold
         if not self.weights_path.is_file():
             raise DetectorWeightsMissing(missing_weights_message(kind, [str(self.weights_path.parent)]))
-        state = read_detector_weights(self.weights_path, kind)
-
-        from facexlib.detection.retinaface import RetinaFace
-
+        file_name = weight_file_name(kind)
+        state = read_state(
+            self.weights_path, f"{kind} detector weights", f"use facexlib's {file_name} from {RELEASE_DOWNLOAD}{file_name}"
+        )
+        RetinaFace = _facexlib_retinaface()
         with warnings.catch_warnings():
             # facexlib asks torchvision for resnet50(pretrained=False): deprecated, downloads nothing.
             warnings.simplefilter("ignore", UserWarning)
             net = RetinaFace(network_name=NETWORKS[kind][0], half=False, phase="test", device=self.device)
-        missing, unexpected = _key_mismatch(net.state_dict(), state)
-        if missing or unexpected:
-            raise ValueError(
-                f"{self.weights_path} does not fit {self.name}: missing keys {missing[:8]}"
-                f"{' ...' if len(missing) > 8 else ''}, unexpected keys {unexpected[:8]}"
-                f"{' ...' if len(unexpected) > 8 else ''}. Is it the right file for {kind} "
-                f"({weight_file_name(kind)})?"
-            )
-        try:
-            net.load_state_dict(state, strict=True)
-        except RuntimeError as error:  # same names, other shapes
-            raise ValueError(f"{self.weights_path} does not fit {self.name}: {error}") from error
+        load_strict(net, state, self.weights_path, f"{self.name} (is it the right file for {kind}?)", file_name)
         self.net = net.eval()
 
     def _detect_chunk(self, rgb255: torch.Tensor) -> list[Detection]:
@@ -128,6 +123,3 @@ class RetinaFaceDetector(FaceDetector):
             found.append(finite_detection(box[:, :4], landmark, box[:, 4]))
         return found
 
-
-def _key_mismatch(expected: dict, given: dict) -> tuple[list[str], list[str]]:
-    return sorted(set(expected) - set(given)), sorted(set(given) - set(expected))
