@@ -1,19 +1,26 @@
-"""Which CPU kernel runs each 3x3 convolution (and each upsample), chosen by timing on the machine
-that runs it.
+"""Which CPU kernel runs each convolution (and each upsample), chosen by timing on the machine that
+runs it.
 
-PyTorch ships several CPU kernels for a 3x3 stride-1 convolution, and which one is fastest depends
-on the CPU (AVX2 or AVX-512, caches, cores) and on the layer's shape, so no fixed rule holds on
-every x86 machine (bench/README.md). The routes:
+PyTorch ships several CPU kernels for a convolution, and which one is fastest depends on the CPU
+(AVX2 or AVX-512, caches, cores) and on the layer's shape, so no fixed rule holds on every x86
+machine (bench/README.md). Every convolution of the network is routed (3x3 stride 1, the stride-2
+downsamples, the 1x1 shortcuts and attention projections). The routes:
 
 - "winograd": NNPACK's Winograd F(6x6, 3x3), one image at a time (NNPACK runs Winograd only for a
-  single image), NCHW maps. Fewer multiplies; its transforms round a little more (tests bound it).
+  single image), NCHW maps; 3x3 stride-1 convolutions only. Fewer multiplies; its transforms round
+  a little more (tests bound it).
 - "nchw": oneDNN's convolution on NCHW maps (oneDNN reorders maps and weights around the call).
-- "channels_last": oneDNN on NHWC maps and weights (no reorder of the maps).
+- "channels_last": oneDNN on NHWC maps and weights (no reorder of the maps; oneDNN still reorders
+  the weights into its blocked layout on every call).
 - "packed": oneDNN on NHWC maps with the weights reordered once into oneDNN's blocked layout, through
-  PyTorch's `torch.ops.mkldnn` convolution ops (those inductor uses); left out where missing.
+  PyTorch's `torch.ops.mkldnn` convolution ops (those inductor uses); left out where missing. On
+  this route a residual block's second convolution also adds the shortcut in its epilogue
+  (`conv_add`), one pass over the map fewer.
 
-An upsample block runs either "subpixel" (phase kernels at low resolution, runtime/fast.py) or
-"nearest" (nearest x2, then its 3x3 convolution through that convolution's own route).
+An upsample block runs "subpixel" (phase kernels at low resolution, then an interleaving copy,
+runtime/fast.py), "transpose" (the same phase kernels as one stride-2 transposed convolution that
+writes the interleaved map directly, weights packed once where the packed ops exist) or "nearest"
+(nearest x2, then its 3x3 convolution through that convolution's own route).
 
 `ConvRouting` decides, in one of three modes (`ROUTES_ENV`, or `optimize_for_inference(routes=)`):
 
@@ -23,10 +30,10 @@ An upsample block runs either "subpixel" (phase kernels at low resolution, runti
   vector extensions, torch version, intra-op threads) in a JSON file in the user's cache folder, so
   a machine measures once; a file that cannot be read is ignored and rewritten.
 - "fixed": the rule measured on the first development machine, with no timing and no file:
-  Winograd on maps of WINOGRAD_MIN_SIDE and larger, the convolution as laid out elsewhere;
-  upsample nearest where its convolution takes Winograd.
-- a route name: that route for every convolution (ablations, benchmarks, tests); upsamples go
-  nearest under "winograd", sub-pixel otherwise.
+  Winograd for 3x3 stride-1 convolutions on maps of WINOGRAD_MIN_SIDE and larger, every other
+  convolution as laid out elsewhere; upsample nearest where its convolution takes Winograd.
+- a route name: that route for every convolution it can run (ablations, benchmarks, tests; the
+  rest run plain); upsamples go nearest under "winograd", sub-pixel otherwise.
 
 A route only applies to fp32 inference on a CPU (no autograd, no autocast, not traced by
 torch.compile); everything else runs the plain convolution. A route that fails at run time is
@@ -57,7 +64,7 @@ log = logging.getLogger("restoreformer")
 ROUTES_ENV = "RESTOREFORMER_CONV_ROUTES"
 MODES = ("auto", "fixed")
 CONV_ROUTES = ("winograd", "nchw", "channels_last", "packed")
-UPSAMPLE_ROUTES = ("subpixel", "nearest")
+UPSAMPLE_ROUTES = ("subpixel", "transpose", "nearest")
 CACHE_FILE = "conv_routes.json"
 CACHE_FORMAT = 1
 
@@ -162,11 +169,11 @@ def _derived_weight(conv: nn.Conv2d, name: tuple, make: Callable[[torch.Tensor],
     return cache[name]
 
 
-def keep_derived_weights(conv: nn.Conv2d, route: str) -> None:
-    """Free the derived weights of routes other than `route` (after a choice)."""
+def keep_derived_weights(conv: nn.Conv2d, keep: tuple[str, ...]) -> None:
+    """Free the derived weights of the routes and forms not in `keep` (after a choice)."""
     cache = conv.__dict__.get("_route_weights")
     if cache is not None:
-        for name in [k for k in cache if k != "stamp" and k[0] != route]:
+        for name in [k for k in cache if k != "stamp" and k[0] not in keep]:
             del cache[name]
 
 
@@ -188,25 +195,57 @@ def _run_winograd(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 
 def _run_nchw(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     weight = _derived_weight(conv, ("nchw",), torch.Tensor.contiguous)
-    return F.conv2d(x.contiguous(), weight, conv.bias, 1, 1)
+    return F.conv2d(x.contiguous(), weight, conv.bias, conv.stride, conv.padding)
 
 
 def _run_channels_last(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     weight = _derived_weight(conv, ("channels_last",), lambda w: w.contiguous(memory_format=torch.channels_last))
-    return F.conv2d(x.contiguous(memory_format=torch.channels_last), weight, conv.bias, 1, 1)
+    return F.conv2d(x.contiguous(memory_format=torch.channels_last), weight, conv.bias, conv.stride, conv.padding)
+
+
+def _packed_weight(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """conv's weights reordered once into oneDNN's blocked layout. oneDNN picks that layout for the
+    input shape it is given (one image of the first map seen); other batch sizes and maps still run
+    right (oneDNN reorders if it must), and one packed copy per convolution keeps the memory at one
+    extra set of weights."""
+    return _derived_weight(
+        conv, ("packed",),
+        lambda w: torch.ops.mkldnn._reorder_convolution_weight(
+            w.contiguous(), list(conv.padding), list(conv.stride), [1, 1], 1, [1, *x.shape[1:]]),
+    )
 
 
 def _run_packed(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     x = x.contiguous(memory_format=torch.channels_last)
-    ops = torch.ops.mkldnn
-    # oneDNN picks the blocked weight layout for the input shape it is given (one image of the
-    # first map seen); other batch sizes and maps still run right (oneDNN reorders if it must), and
-    # one packed copy per convolution keeps the memory at one extra set of weights.
-    weight = _derived_weight(
-        conv, ("packed",),
-        lambda w: ops._reorder_convolution_weight(w.contiguous(), [1, 1], [1, 1], [1, 1], 1, [1, *x.shape[1:]]),
-    )
-    return ops._convolution_pointwise(x, weight, conv.bias, [1, 1], [1, 1], [1, 1], 1, "none", [], "")
+    return torch.ops.mkldnn._convolution_pointwise(
+        x, _packed_weight(conv, x), conv.bias, list(conv.padding), list(conv.stride), [1, 1], 1, "none", [], "")
+
+
+def packed_conv_add(conv: nn.Conv2d, x: torch.Tensor, other: torch.Tensor, into_other: bool) -> torch.Tensor:
+    """conv(x) + other on the packed route, the add in oneDNN's epilogue (a binary post-op): the map
+    is written once instead of written, read and written again. `into_other=True` writes the sum
+    into `other` (a temporary of the caller's), which also saves allocating a fresh map."""
+    x = x.contiguous(memory_format=torch.channels_last)
+    args = (x, _packed_weight(conv, x), conv.bias, list(conv.padding), list(conv.stride), [1, 1], 1, "add", 1.0, None, [], None)
+    if into_other:
+        return torch.ops.mkldnn._convolution_pointwise_.binary(other, *args)
+    return torch.ops.mkldnn._convolution_pointwise.binary(args[0], other, *args[1:])
+
+
+def transposed_upsample(conv: nn.Conv2d, x: torch.Tensor, make_weight: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """An upsample (nearest x2, then `conv`, a 3x3 convolution) as one 4x4, stride-2, padding-1
+    transposed convolution whose weights `make_weight(conv.weight)` gives ([Ci, Co, 4, 4]): it
+    writes the interleaved output directly. oneDNN with the weights packed once where the packed
+    ops exist, else PyTorch's transposed convolution on NHWC maps."""
+    x = x.contiguous(memory_format=torch.channels_last)
+    if route_available("packed"):
+        ops = torch.ops.mkldnn
+        weight = _derived_weight(conv, ("transpose", "packed"), lambda w: ops._reorder_convolution_transpose_weight(
+            make_weight(w).contiguous(), [1, 1], [0, 0], [2, 2], [1, 1], 1, [1, *x.shape[1:]]))
+        return ops._convolution_transpose_pointwise(
+            x, weight, conv.bias, [1, 1], [0, 0], [2, 2], [1, 1], 1, "none", [], "")
+    weight = _derived_weight(conv, ("transpose",), lambda w: make_weight(w).contiguous(memory_format=torch.channels_last))
+    return F.conv_transpose2d(x, weight, conv.bias, stride=2, padding=1)
 
 
 RUNNERS: dict[str, Callable[[nn.Conv2d, torch.Tensor], torch.Tensor]] = {
@@ -229,8 +268,32 @@ def machine_key() -> str:
     )
 
 
+def routed_conv(module: nn.Module) -> bool:
+    """Whether `module` is a convolution the routes can run: 2D, ungrouped, undilated, zero padding."""
+    return (
+        isinstance(module, nn.Conv2d)
+        and module.groups == 1
+        and module.dilation == (1, 1)
+        and module.padding_mode == "zeros"
+        and isinstance(module.padding, tuple)  # not "same" / "valid"
+    )
+
+
+def winograd_shape(conv: nn.Conv2d) -> bool:
+    """3x3, stride 1, padding 1: the convolutions NNPACK's Winograd route runs."""
+    return conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.padding == (1, 1)
+
+
 def conv_key(conv: nn.Conv2d, x: torch.Tensor) -> str:
-    return f"conv3x3 {conv.in_channels}->{conv.out_channels} {x.shape[-2]}x{x.shape[-1]}"
+    """"conv3x3 64->64 512x512" for 3x3 stride-1 padding-1 convolutions (the keys of the first cache
+    format), else with the kernel, stride and padding, e.g. "conv3x3/2p0 64->64 513x513"."""
+    def pair(p: tuple[int, int]) -> str:
+        return str(p[0]) if p[0] == p[1] else f"{p[0]}x{p[1]}"
+
+    kind = f"conv{conv.kernel_size[0]}x{conv.kernel_size[1]}"
+    if conv.stride != (1, 1) or conv.padding != (conv.kernel_size[0] // 2, conv.kernel_size[1] // 2):
+        kind += f"/{pair(conv.stride)}p{pair(conv.padding)}"
+    return f"{kind} {conv.in_channels}->{conv.out_channels} {x.shape[-2]}x{x.shape[-1]}"
 
 
 def upsample_key(conv: nn.Conv2d, x: torch.Tensor) -> str:
@@ -412,14 +475,14 @@ class ConvRouting:
         return self
 
     def candidates(self, conv: nn.Conv2d) -> tuple[str, ...]:
-        """The convolution routes "auto" times for `conv` (Winograd unless the conv forbids it)."""
-        allowed = getattr(conv, "winograd", True)
-        return tuple(r for r in CONV_ROUTES if route_available(r) and (r != "winograd" or allowed))
+        """The convolution routes "auto" times for `conv` (Winograd only for 3x3 stride-1 shapes,
+        unless the conv forbids it)."""
+        return tuple(r for r in CONV_ROUTES if route_available(r) and (r != "winograd" or _winograd_allowed(conv)))
 
     def fixed_route(self, conv: nn.Conv2d, x: torch.Tensor) -> str | None:
         """The fixed rule: Winograd on maps of WINOGRAD_MIN_SIDE and larger, else None (the plain
         convolution in the maps' own layout)."""
-        if getattr(conv, "winograd", True) and winograd_available() and min(x.shape[-2:]) >= WINOGRAD_MIN_SIDE:
+        if _winograd_allowed(conv) and winograd_available() and min(x.shape[-2:]) >= WINOGRAD_MIN_SIDE:
             return "winograd"
         return None
 
@@ -429,15 +492,15 @@ class ConvRouting:
         if self.mode == "fixed":
             return self.fixed_route(conv, x)
         if self.mode != "auto":
-            allowed = self.mode != "winograd" or getattr(conv, "winograd", True)
+            allowed = self.mode != "winograd" or _winograd_allowed(conv)
             return self.mode if allowed and route_available(self.mode) else None
         candidates = self.candidates(conv)
-        key = conv_key(conv, x) + ("" if "winograd" in candidates else " (no winograd)")
+        key = conv_key(conv, x) + ("" if "winograd" in candidates or not winograd_shape(conv) else " (no winograd)")
         route = self.table.route(key, candidates)
         if route is None:
             x1 = x[:1]
             route = self.table.measure(key, {r: (lambda r=r: RUNNERS[r](conv, x1)) for r in candidates})
-            keep_derived_weights(conv, route)
+            keep_derived_weights(conv, (route, "transpose"))
         return route
 
     def conv(self, conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
@@ -450,9 +513,25 @@ class ConvRouting:
                 mark_failed(route, error)
         return conv._conv_forward(x, conv.weight, conv.bias)
 
-    def upsample_route(self, conv: nn.Conv2d, x: torch.Tensor, subpixel: Callable[[torch.Tensor], torch.Tensor]) -> str:
-        """"nearest" or "subpixel" for an upsample whose 3x3 convolution is `conv`, on the low-resolution
-        map x (x routable). `subpixel(x)` runs the sub-pixel form (timed by "auto")."""
+    def conv_add(self, conv: nn.Conv2d, x: torch.Tensor, other: torch.Tensor, into_other: bool = False) -> torch.Tensor | None:
+        """conv(x) + other in one oneDNN call where `conv` takes the packed route for x and `other`
+        is an fp32 NHWC map of the output's shape; None elsewhere (the caller adds). `into_other`:
+        `other` is a temporary the sum may be written into."""
+        if other.dtype != torch.float32 or not _is_nhwc(other) or self.conv_route(conv, x) != "packed":
+            return None
+        expected = (x.shape[0], conv.out_channels, *_out_size(conv, x))
+        if tuple(other.shape) != expected:
+            return None
+        try:
+            return packed_conv_add(conv, x, other, into_other)
+        except RuntimeError as error:
+            mark_failed("packed", error)
+            return None
+
+    def upsample_route(self, conv: nn.Conv2d, x: torch.Tensor, forms: dict[str, Callable[[torch.Tensor], torch.Tensor]]) -> str:
+        """"nearest", "subpixel" or "transpose" for an upsample whose 3x3 convolution is `conv`, on
+        the low-resolution map x (x routable). `forms` runs the "subpixel" and "transpose" forms
+        (timed by "auto"; "nearest" is nearest x2 then conv)."""
         if self.mode == "fixed":
             return "nearest" if self.fixed_route(conv, x) == "winograd" else "subpixel"
         if self.mode != "auto":
@@ -461,11 +540,29 @@ class ConvRouting:
         route = self.table.route(key, UPSAMPLE_ROUTES)
         if route is None:
             x1 = x[:1]
-            route = self.table.measure(key, {
-                "subpixel": lambda: subpixel(x1),
-                "nearest": lambda: conv(F.interpolate(x1, scale_factor=2.0, mode="nearest")),
-            })
+            candidates = {name: (lambda f=f: f(x1)) for name, f in forms.items()}
+            candidates["nearest"] = lambda: conv(F.interpolate(x1, scale_factor=2.0, mode="nearest"))
+            route = self.table.measure(key, candidates)
+            if route != "nearest":  # the full-resolution convolution will not run: free its weights
+                keep_derived_weights(conv, ("transpose",) if route == "transpose" else ())
+            else:
+                keep_derived_weights(conv, CONV_ROUTES)
         return route
+
+
+def _winograd_allowed(conv: nn.Conv2d) -> bool:
+    return winograd_shape(conv) and getattr(conv, "winograd", True)
+
+
+def _is_nhwc(x: torch.Tensor) -> bool:
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def _out_size(conv: nn.Conv2d, x: torch.Tensor) -> tuple[int, int]:
+    return tuple(
+        (size + 2 * pad - k) // stride + 1
+        for size, pad, k, stride in zip(x.shape[-2:], conv.padding, conv.kernel_size, conv.stride, strict=True)
+    )
 
 
 def routing_of(module: nn.Module) -> ConvRouting:

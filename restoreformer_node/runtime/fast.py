@@ -6,11 +6,12 @@ the state-dict keys stay exactly those of the plain definition. Loading and trai
 classes; call this once after the weights are in (runtime/prepare.py does).
 
 What it does (each chosen by measurement with bench/model_forward.py; figures in bench/README.md):
-- CPU, fp32: each 3x3 stride-1 convolution runs through the kernel that is fastest for its shape
-  on this machine (runtime/conv_routes.py: NNPACK's Winograd F(6x6, 3x3) one image at a time,
-  oneDNN on NCHW or NHWC maps, oneDNN with pre-packed weights), timed once per machine and kept in
-  the user's cache; "fixed" routes keep the rule of the first machine measured (Winograd on maps
-  of WINOGRAD_MIN_SIDE and larger). Winograd's transforms round a little more than a direct
+- CPU, fp32: each convolution (3x3, the stride-2 downsamples, the 1x1 shortcuts and projections)
+  runs through the kernel that is fastest for its shape on this machine (runtime/conv_routes.py:
+  NNPACK's Winograd F(6x6, 3x3) one image at a time for 3x3 stride-1 shapes, oneDNN on NCHW or
+  NHWC maps, oneDNN with pre-packed weights, which also adds a residual in its epilogue), timed
+  once per machine and kept in the user's cache; "fixed" routes keep the rule of the first machine
+  measured (Winograd on maps of WINOGRAD_MIN_SIDE and larger, every other convolution plain). Winograd's transforms round a little more than a direct
   convolution (tests bound every route against float64). GPUs, half precision and autograd use
   the normal convolution. Where NNPACK is missing (Windows builds, CPUs without AVX2) the model's
   weights are laid out channels-last.
@@ -23,7 +24,8 @@ What it does (each chosen by measurement with bench/model_forward.py; figures in
   low-resolution map. One 2x2 convolution with 4x the output channels on the zero-padded input
   computes all four phases, which are then interleaved. 16 taps at low resolution instead of 9
   at high resolution: 4/9 of the multiply-adds. Exact up to float rounding (the merged taps
-  are sums of original weights).
+  are sums of original weights). On a CPU in fp32 the same taps can also run as one stride-2
+  transposed convolution, which writes the interleaved map directly (the routing times both).
 - Mixed precision islands (see runtime/precision.py): under fp16 autocast the residual stream
   stays fp32, GroupNorm runs in fp32, and the convolutions that read the raw residual stream
   rescale it by a power of two so that large activations cannot overflow. bf16 (fp32's range)
@@ -44,7 +46,15 @@ from torch import nn
 from ..model.blocks import AttentionBlock, Downsample, ResnetBlock, Upsample
 from ..model.network import RestoreFormer
 from .conv_routes import WINOGRAD_MIN_SIDE as WINOGRAD_MIN_SIDE  # re-exported: its old home
-from .conv_routes import ConvRouting, routable, routing_of, weight_stamp, winograd_available
+from .conv_routes import (
+    ConvRouting,
+    routable,
+    routed_conv,
+    routing_of,
+    transposed_upsample,
+    weight_stamp,
+    winograd_available,
+)
 
 # Row (or column) merge of a 3x3 kernel acting on a nearest-x2 upsampled map, per output parity.
 # For output row 2i+a the three kernel rows read low-resolution rows:
@@ -73,6 +83,20 @@ def subpixel_weight(weight: torch.Tensor) -> torch.Tensor:
     w = torch.einsum("atk,bsl,oikl->aboits", taps, taps, weight.double())
     co, ci = weight.shape[:2]
     return w.reshape(4 * co, ci, 2, 2).to(weight.dtype)
+
+
+# The same merge for a stride-2, padding-1 transposed convolution with a 4x4 kernel: output row
+# 2i+a receives input row j through kernel tap t = 2i+a+1-2j, so a=0 reads rows i-1, i through taps
+# 3, 1 and a=1 reads rows i, i+1 through taps 2, 0. Tap t as a sum of the 3x3 kernel's rows:
+_TRANSPOSE_TAPS = torch.tensor([[0.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0]], dtype=torch.float64)
+
+
+def transpose_weight(weight: torch.Tensor) -> torch.Tensor:
+    """[Co, Ci, 3, 3] kernel of "nearest x2 then conv 3x3, pad 1" -> [Ci, Co, 4, 4] kernel of the
+    equal transposed convolution (stride 2, padding 1). The same merged taps as `subpixel_weight`
+    (each a correctly rounded float64 sum), laid out so that one call writes the interleaved map."""
+    taps = _TRANSPOSE_TAPS.to(weight.device)
+    return torch.einsum("ak,bl,oikl->ioab", taps, taps, weight.double()).to(weight.dtype)
 
 
 def subpixel_upsample_conv(
@@ -240,10 +264,10 @@ def prefers_channels_last(device: torch.device | str) -> bool:
     return torch.device(device).type == "cpu" and not winograd_available()
 
 
-class FastConv3x3(nn.Conv2d):
-    """3x3, stride 1, padding 1 convolution whose CPU kernel is chosen per layer shape
-    (runtime/conv_routes.py: NNPACK Winograd one image at a time, oneDNN NCHW, NHWC or with
-    pre-packed weights). GPUs, half precision, autograd and traced graphs run the plain convolution.
+class FastConv(nn.Conv2d):
+    """A convolution whose CPU kernel is chosen per layer shape (runtime/conv_routes.py: oneDNN on
+    NCHW or NHWC maps or with pre-packed weights, and NNPACK Winograd one image at a time for 3x3
+    stride-1 shapes). GPUs, half precision, autograd and traced graphs run the plain convolution.
     """
 
     def uses_winograd(self, x: torch.Tensor) -> bool:
@@ -257,16 +281,12 @@ class FastConv3x3(nn.Conv2d):
         return routing_of(self).conv(self, x)
 
 
-def is_winograd_conv(module: nn.Module) -> bool:
-    return (
-        type(module) is nn.Conv2d
-        and module.kernel_size == (3, 3)
-        and module.stride == (1, 1)
-        and module.padding == (1, 1)
-        and module.dilation == (1, 1)
-        and module.groups == 1
-        and module.padding_mode == "zeros"
-    )
+def conv_add(conv: nn.Conv2d, x: torch.Tensor, other: torch.Tensor, into_other: bool) -> torch.Tensor | None:
+    """conv(x) + other in one call where conv's route can fuse the add (runtime/conv_routes.py,
+    ConvRouting.conv_add); None where the caller runs the convolution and adds."""
+    if not isinstance(conv, FastConv) or not routable(x, conv.weight) or not routable(other, conv.weight):
+        return None
+    return routing_of(conv).conv_add(conv, x, other, into_other)
 
 
 class FastResnetBlock(ResnetBlock):
@@ -277,9 +297,10 @@ class FastResnetBlock(ResnetBlock):
         if torch.is_grad_enabled():
             return super().forward(x)
         h = self.conv1(norm_silu(self.norm1, x))
-        h = self.conv2(norm_silu(self.norm2, h, scratch=h.dtype == torch.float32))
+        h = norm_silu(self.norm2, h, scratch=h.dtype == torch.float32)
         shortcut = x if self.nin_shortcut is None else stream_conv(self.nin_shortcut, x)
-        return _residual(shortcut, h)
+        fused = conv_add(self.conv2, h, shortcut, into_other=self.nin_shortcut is not None)
+        return fused if fused is not None else _residual(shortcut, self.conv2(h))
 
 
 class FastUpsample(Upsample):
@@ -307,16 +328,22 @@ class FastUpsample(Upsample):
     def _subpixel_fp32(self, x: torch.Tensor) -> torch.Tensor:
         return subpixel_upsample_conv(x, self._phase_weight(), self.conv.bias)
 
+    def _transposed(self, x: torch.Tensor) -> torch.Tensor:
+        return transposed_upsample(self.conv, x, transpose_weight)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled():
             return super().forward(x)
-        if isinstance(self.conv, FastConv3x3) and routable(x, self.conv.weight):
-            # fp32 on a CPU: the sub-pixel kernels (16 taps at low resolution) or nearest x2 then
-            # the 3x3 convolution at full resolution (9 taps, and Winograd needs fewer multiplies
-            # than that), whichever the routing picks for this shape.
-            if routing_of(self.conv).upsample_route(self.conv, x, self._subpixel_fp32) == "nearest":
+        if isinstance(self.conv, FastConv) and routable(x, self.conv.weight):
+            # fp32 on a CPU: the sub-pixel kernels (16 taps at low resolution) then an interleaving
+            # copy, the same taps as one transposed convolution, or nearest x2 then the 3x3
+            # convolution at full resolution (9 taps, and Winograd needs fewer multiplies than
+            # that), whichever the routing picks for this shape.
+            forms = {"subpixel": self._subpixel_fp32, "transpose": self._transposed}
+            route = routing_of(self.conv).upsample_route(self.conv, x, forms)
+            if route == "nearest":
                 return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
-            return self._subpixel_fp32(x)
+            return forms[route](x)
         weight4 = self._phase_weight()
         lean = _lean_dtype(x)
         if lean is not None:
@@ -361,7 +388,8 @@ class FastAttentionBlock(AttentionBlock):
 
         out = F.scaled_dot_product_attention(split(self.q(source)), split(self.k(h)), split(self.v(h)))
         out = out.transpose(1, 2).reshape(b, hh, ww, c).permute(0, 3, 1, 2)
-        return _residual(x, self.proj_out(out))
+        fused = conv_add(self.proj_out, out, x, into_other=False)
+        return fused if fused is not None else _residual(x, self.proj_out(out))
 
 
 _FAST_CLASSES: dict[type, type] = {
@@ -393,7 +421,7 @@ def optimize_for_inference(
     converted on entry by `forward`'s first conv); None picks `prefers_channels_last` for the
     device the weights are on now, so a caller that moves the model later should pass it.
     `subpixel=False` keeps the nearest+conv upsample and `winograd=False` keeps NNPACK out of the
-    3x3 convolutions (for ablations). `routes` picks the CPU kernel of each 3x3 convolution and
+    3x3 convolutions (for ablations). `routes` picks the CPU kernel of each convolution and
     upsample (runtime/conv_routes.py): "auto" (timed per shape on this machine, kept in the user's
     cache), "fixed" (the built-in rule), a route name, or a ConvRouting; None reads the
     RESTOREFORMER_CONV_ROUTES environment variable (default "auto"). Idempotent.
@@ -403,8 +431,8 @@ def optimize_for_inference(
     if not isinstance(routes, ConvRouting):
         routes = ConvRouting.from_env() if routes is None else ConvRouting(routes)
     for module in model.modules():
-        if is_winograd_conv(module) or isinstance(module, FastConv3x3):
-            module.__class__ = FastConv3x3
+        if (type(module) is nn.Conv2d and routed_conv(module)) or isinstance(module, FastConv):
+            module.__class__ = FastConv
             module.winograd = winograd
             module.routing = routes
             continue
@@ -421,7 +449,7 @@ def optimize_for_inference(
 def restore_plain(model: RestoreFormer) -> RestoreFormer:
     """Undo `optimize_for_inference` (plain block classes, contiguous NCHW weights)."""
     for module in model.modules():
-        if isinstance(module, FastConv3x3):
+        if isinstance(module, FastConv):
             module.__class__ = nn.Conv2d
             for name in ("winograd", "routing", "_route_weights"):
                 module.__dict__.pop(name, None)

@@ -29,7 +29,13 @@ from restoreformer_node.runtime.conv_routes import (
     machine_key,
     route_available,
 )
-from restoreformer_node.runtime.fast import FastConv3x3, FastUpsample, optimize_for_inference, restore_plain
+from restoreformer_node.runtime.fast import (
+    FastConv,
+    FastResnetBlock,
+    FastUpsample,
+    optimize_for_inference,
+    restore_plain,
+)
 from restoreformer_node.runtime.machine import CACHE_ENV, cpu_model, vector_extensions
 
 # Bounds on a route's error against float64, as a multiple of the plain fp32 forward's error on the
@@ -131,14 +137,20 @@ def test_auto_measures_each_shape_once_and_the_next_process_reads_the_file(tmp_p
 
     data = json.loads(path.read_text())
     records = data["machines"][machine_key()]
-    conv_shapes = {k for k in records if k.startswith("conv3x3")}
-    seen = {
-        f"conv3x3 {m.in_channels}->{m.out_channels}" for m in fast.modules() if isinstance(m, FastConv3x3)
-    }
+    conv_shapes = {k for k in records if k.startswith("conv")}
+
+    def kind(m: torch.nn.Conv2d) -> str:  # 3x3 stride 1 keep the first format's keys
+        k = m.kernel_size[0]
+        return f"conv{k}x{k}" + ("" if m.stride == (1, 1) and m.padding == (k // 2, k // 2) else f"/{m.stride[0]}p{m.padding[0]}")
+
+    seen = {f"{kind(m)} {m.in_channels}->{m.out_channels}" for m in fast.modules() if isinstance(m, FastConv)}
     assert {k.rsplit(" ", 1)[0] for k in conv_shapes} == seen  # every conv shape, nothing else
+    assert {"conv1x1", "conv3x3/2p0", "conv3x3"} <= {k.split(" ")[0] for k in conv_shapes}
     assert all(records[k]["route"] == cheapest for k in conv_shapes)
-    assert all(set(records[k]["ms"]) == set(routes) for k in conv_shapes)
-    # Upsamples: the sub-pixel form costs nothing on the fake clock, nearest costs its conv.
+    direct = set(routes) - {"winograd"}  # NNPACK runs only 3x3 stride-1 convolutions
+    assert all(set(records[k]["ms"]) == (set(routes) if k.startswith("conv3x3 ") else direct) for k in conv_shapes)
+    # Upsamples: the sub-pixel and transposed forms cost nothing on the fake clock (the first
+    # listed wins the tie), nearest costs its conv.
     ups = [k for k in records if k.startswith("upsample")]
     assert len(ups) == sum(isinstance(m, FastUpsample) for m in fast.modules()) and ups
     assert all(records[k]["route"] == "subpixel" for k in ups)
@@ -165,7 +177,7 @@ def test_the_cheapest_route_wins_per_shape(tmp_path, clocked):
     table = RouteTable(tmp_path / "r.json", timer=clock)
     routing = ConvRouting("auto", table)
     conv = torch.nn.Conv2d(8, 8, 3, padding=1)
-    conv.__class__ = FastConv3x3
+    conv.__class__ = FastConv
     conv.routing = routing
     with torch.no_grad():
         for side, winner in ((40, big), (12, small)):
@@ -182,7 +194,7 @@ def test_the_key_names_the_cpu_the_torch_version_and_the_threads(tmp_path, clock
     clock = clocked({})
     table = RouteTable(tmp_path / "r.json", timer=clock)
     conv = torch.nn.Conv2d(4, 4, 3, padding=1)
-    conv.__class__ = FastConv3x3
+    conv.__class__ = FastConv
     conv.routing = ConvRouting("auto", table)
     before = torch.get_num_threads()
     try:
@@ -212,7 +224,7 @@ def test_a_corrupt_cache_file_is_ignored_and_rewritten(tmp_path, clocked, conten
     assert table.route("conv3x3 4->4 8x8", CONV_ROUTES) is None
     assert "ignoring the convolution route cache" in caplog.text
     conv = torch.nn.Conv2d(4, 4, 3, padding=1)
-    conv.__class__ = FastConv3x3
+    conv.__class__ = FastConv
     conv.routing = ConvRouting("auto", table)
     with torch.no_grad():
         conv(torch.randn(1, 4, 8, 8))
@@ -274,7 +286,7 @@ def test_a_failing_route_warns_once_and_runs_the_plain_convolution(monkeypatch):
 
     monkeypatch.setitem(conv_routes.RUNNERS, "nchw", broken)
     conv = torch.nn.Conv2d(4, 6, 3, padding=1)
-    conv.__class__ = FastConv3x3
+    conv.__class__ = FastConv
     conv.routing = ConvRouting("nchw")
     x = torch.randn(2, 4, 10, 10)
     with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
@@ -296,7 +308,7 @@ def test_a_candidate_that_fails_while_measured_is_left_out(tmp_path, monkeypatch
     monkeypatch.setitem(conv_routes.RUNNERS, "channels_last", broken)
     table = RouteTable(tmp_path / "r.json", timer=clock)
     conv = torch.nn.Conv2d(4, 4, 3, padding=1)
-    conv.__class__ = FastConv3x3
+    conv.__class__ = FastConv
     conv.routing = ConvRouting("auto", table)
     with torch.no_grad():
         conv(torch.randn(1, 4, 8, 8))
@@ -347,3 +359,112 @@ def test_a_network_that_ran_can_be_copied_and_pickled(route):
         assert torch.equal(copied(x), out)
         pickled = pickle.loads(pickle.dumps(model))
         assert torch.equal(pickled(x), out)
+
+
+# --- the convolutions outside the 3x3 stride-1 shape, the fused residual, the upsample forms -------
+
+
+@pytest.mark.parametrize("route", CONV_ROUTES)
+@pytest.mark.parametrize(
+    "shape", [(16, 24, 1, 1, 0), (16, 16, 3, 2, 0), (8, 12, 3, 2, 1)], ids=["1x1", "3x3 stride 2", "3x3 stride 2 pad 1"]
+)
+def test_strided_and_1x1_convolutions_on_every_route_stay_near_float64(route, shape):
+    """The downsamples' stride-2 and the shortcuts' and projections' 1x1 convolutions run every
+    direct route (NNPACK's Winograd does not apply: they run plain there). Elementwise within the
+    bound of any summation order (helpers/numerics.py: conv2d_bound), float64 as the truth."""
+    from helpers.numerics import conv2d_bound, elementwise_check
+
+    _skip_unless_available(route)
+    ci, co, k, stride, pad = shape
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(ci, co, k, stride=stride, padding=pad)
+    conv.__class__ = FastConv
+    conv.routing = ConvRouting(route)
+    for x in (torch.randn(2, ci, 13, 10), torch.randn(1, ci, 9, 9).contiguous(memory_format=torch.channels_last)):
+        with torch.no_grad():
+            got = conv(x)
+            truth = F.conv2d(x.double(), conv.weight.double(), conv.bias.double(), stride, pad)
+        assert got.shape == truth.shape
+        elementwise_check(got.double() - truth, conv2d_bound(x, conv.weight, conv.bias, torch.float32, stride=stride, padding=pad), f"{route} {shape}")
+
+
+@pytest.mark.parametrize("widths", [(16, 16), (16, 24)], ids=["identity shortcut", "1x1 shortcut"])
+def test_the_packed_route_adds_the_residual_in_the_convolution(widths, monkeypatch):
+    """On the packed route a residual block's second convolution adds the shortcut in oneDNN's
+    epilogue; a 1x1 shortcut's output (a temporary) takes the sum, the block's input is never
+    written. Against a float64 run of the same block: within the direct routes' factor of the plain
+    fp32 block's error."""
+    from restoreformer_node.model.blocks import ResnetBlock
+
+    _skip_unless_available("packed")
+    calls: list[bool] = []
+    real = conv_routes.packed_conv_add
+
+    def counted(conv, x, other, into_other):
+        calls.append(into_other)
+        return real(conv, x, other, into_other)
+
+    monkeypatch.setattr(conv_routes, "packed_conv_add", counted)
+    torch.manual_seed(0)
+    block = ResnetBlock(*widths, groups=8)
+    x = torch.randn(2, widths[0], 12, 12) + 0.5
+    with torch.no_grad():
+        truth = copy.deepcopy(block).double()(x.double())
+        plain = (block(x).double() - truth).abs()
+        fast = copy.deepcopy(block)
+        fast.__class__ = FastResnetBlock
+        for conv in (fast.conv1, fast.conv2, fast.nin_shortcut):
+            if conv is not None:
+                conv.__class__ = FastConv
+                conv.routing = ConvRouting("packed")
+        x_nhwc = x.contiguous(memory_format=torch.channels_last)
+        before = x_nhwc.clone()
+        out = fast(x_nhwc)
+    assert calls == [widths[0] != widths[1]]  # fused once; into the shortcut's temporary when it has one
+    assert torch.equal(x_nhwc, before)
+    err = (out.double() - truth).abs()
+    assert err.max() <= DIRECT_FACTOR * plain.max() and err.mean() <= DIRECT_FACTOR * plain.mean()
+
+
+def test_the_fused_add_is_skipped_off_the_packed_route(monkeypatch):
+    """Other routes (and NCHW or half-precision shortcuts) run the convolution, then the add."""
+    from restoreformer_node.model.blocks import ResnetBlock
+
+    monkeypatch.setattr(conv_routes, "packed_conv_add", lambda *a: pytest.fail("fused off the packed route"))
+    torch.manual_seed(0)
+    block = ResnetBlock(8, 8, groups=4)
+    x = torch.randn(1, 8, 10, 10)
+    fast = copy.deepcopy(block)
+    fast.__class__ = FastResnetBlock
+    for conv in (fast.conv1, fast.conv2):
+        conv.__class__ = FastConv
+        conv.routing = ConvRouting("nchw")
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), block(x), rtol=0, atol=1e-5)
+        assert conv_routes.ConvRouting("packed").conv_add(fast.conv2, x, x.clone(), False) is None  # NCHW other
+
+
+def test_auto_picks_the_quickest_upsample_form(tmp_path, clocked):
+    """Each upsample shape times the sub-pixel, transposed and nearest forms and runs the quickest
+    (here the transposed one, by a fake clock on which every convolution route costs more)."""
+    clock = clocked(dict.fromkeys(CONV_ROUTES, 5.0))
+    table = RouteTable(tmp_path / "r.json", timer=clock)
+    model = optimize_for_inference(random_restoreformer(), routes=ConvRouting("auto", table))
+    up = next(m for m in model.modules() if isinstance(m, FastUpsample))
+    costs = {"_subpixel_fp32": 3.0, "_transposed": 1.0}
+    ran: list[str] = []
+    for name, real in (("_subpixel_fp32", up._subpixel_fp32), ("_transposed", up._transposed)):
+        def form(x, name=name, real=real):
+            clock.now += costs[name]
+            ran.append(name)
+            return real(x)
+        setattr(up, name, form)  # the forward looks both forms up on the instance
+    x = torch.randn(1, up.conv.in_channels, 6, 6)
+    with torch.no_grad():
+        out = up(x)
+        record = table.records()[conv_routes.upsample_key(up.conv, x)]
+        assert record["route"] == "transpose" and set(record["ms"]) == {"subpixel", "transpose", "nearest"}
+        ran.clear()
+        assert torch.equal(up(x), out) and ran == ["_transposed"]
+        ref = F.conv2d(F.interpolate(x, scale_factor=2.0, mode="nearest"), up.conv.weight, up.conv.bias, padding=1)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
