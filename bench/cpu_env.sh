@@ -16,5 +16,5 @@ KEEP_FREED="MALLOC_ARENA_MAX=1 MALLOC_MMAP_THRESHOLD_=4294967296"
 for setting in "" "OMP_WAIT_POLICY=PASSIVE" "THP_MEM_ALLOC_ENABLE=1" "OMP_WAIT_POLICY=PASSIVE THP_MEM_ALLOC_ENABLE=1" \
   "$KEEP_FREED" "OMP_WAIT_POLICY=PASSIVE $KEEP_FREED"; do
   # shellcheck disable=SC2086  # each setting is a list of NAME=VALUE words
-  env "${CLEAR[@]}" $setting "$PY" -m bench.model_forward --device cpu --rounds "$ROUNDS" --no-plain | grep -E '^(###|\| (spandrel|ours))'
+  env "${CLEAR[@]}" $setting "$PY" -m bench.model_forward --device cpu --rounds "$ROUNDS" --no-plain --no-onnx | grep -E '^(###|\| (spandrel|ours))'
 done

@@ -1,7 +1,8 @@
 """Model forward: our RestoreFormer against spandrel's, identical random weights, one process.
 
-    # CPU, fp32 (the 1.8x target), with an ablation of each speed means:
-    python -m bench.model_forward --device cpu --rounds 5 --ablate
+    # CPU, fp32: spandrel, ours (routes measured on this machine), ONNX Runtime (the 1.8x and 1.0x
+    # targets); --ablate forces each convolution route everywhere, --profile breaks ours down:
+    python -m bench.model_forward --device cpu --rounds 5 --no-plain --profile
     # GPU: fp32 / bf16 / fp16, batch 1 and 8, errors against spandrel's strict fp32 output:
     python -m bench.model_forward --device cuda --batches 1 8 --out bench_out/model_forward.md
 
@@ -19,16 +20,24 @@ import argparse
 import contextlib
 import copy
 import os
-import platform
 import sys
 import time
 
 import torch
 
-from bench.common import FLOP_PER_512, diff, runtime_env, sync
+from bench import onnx_runtime
+from bench.common import FLOP_PER_512, cuda_graphed, diff, runtime_env, sync
 from restoreformer_node.model import RESTOREFORMER, tiny_config
 from restoreformer_node.runtime import PrecisionPlan, cast_weights, optimize_for_inference
-from restoreformer_node.runtime.fast import HALF_ISLANDS, winograd_available
+from restoreformer_node.runtime.conv_routes import (
+    CONV_ROUTES,
+    ConvRouting,
+    RouteTable,
+    machine_key,
+    route_available,
+)
+from restoreformer_node.runtime.fast import FUSED_NORM_SILU, HALF_ISLANDS
+from restoreformer_node.runtime.machine import describe_cpu
 from restoreformer_node.testing import random_model, spandrel_twin
 
 # Dense peak rates (TFLOP/s) by card name fragment: (bf16/fp16 tensor, tf32 tensor, fp32 plain).
@@ -94,28 +103,47 @@ def cpu_bench(args) -> str:
     model = random_model()
     twin = spandrel_twin(model)
     x = photo_batch(1)
-    variants = {"spandrel": lambda t: twin(t)[0]}
+    variants: dict[str, object] = {"spandrel": lambda t: twin(t)[0]}
     if args.plain:
         variants["ours plain"] = model
-    fast = optimize_for_inference(copy.deepcopy(model))
-    variants[f"ours fast ({'NCHW + Winograd' if winograd_available() else 'channels-last, no NNPACK'})"] = fast
+    routing = ConvRouting.from_env()
+    if routing.mode == "auto" and args.recalibrate:
+        routing = ConvRouting("auto", RouteTable(None))  # measured afresh in this process
+    fast = optimize_for_inference(copy.deepcopy(model), routes=routing)
+    t0 = time.perf_counter()
+    fast(x)  # "auto": measures every shape this machine has no record of
+    first_call = time.perf_counter() - t0
+    fast_name = f"ours fast (routes: {routing.mode})"
+    variants[fast_name] = fast
+    if routing.mode != "fixed":
+        variants["ours fast (routes: fixed, the earlier rule)"] = optimize_for_inference(
+            copy.deepcopy(model), routes="fixed")
+    notes = [f"first call of `{fast_name}`: {first_call:.1f} s"]
+    if args.onnx:
+        missing = onnx_runtime.available()
+        if missing:
+            notes.append(f"ONNX Runtime row left out: {missing}")
+        else:
+            ort_run, how = onnx_runtime.session(model, x, args.onnx_threads or torch.get_num_threads())
+            variants["ONNX Runtime"] = ort_run
+            notes.append(f"ONNX Runtime: {how}")
     if args.ablate:
         def variant(**kw):
             return optimize_for_inference(copy.deepcopy(model), **kw)
 
+        for route in CONV_ROUTES:
+            if route_available(route):
+                variants[f"fast, every 3x3 conv on {route}"] = variant(routes=route)
         variants["plain + channels-last"] = copy.deepcopy(model).to(memory_format=torch.channels_last)
-        variants["fast, no Winograd (channels-last)"] = variant(channels_last=True, winograd=False)
-        variants["fast, no Winograd, NCHW"] = variant(channels_last=False, winograd=False)
-        variants["fast, no Winograd, no sub-pixel (channels-last)"] = variant(
-            channels_last=True, winograd=False, subpixel=False)
-        if winograd_available():
-            variants["fast, Winograd + channels-last"] = variant(channels_last=True)
+        variants["fast, fixed, no sub-pixel (NCHW)"] = variant(routes="fixed", subpixel=False)
+        fused = _fused_norm(torch.device("cpu"), fast)
+        variants[f"fast (routes: {routing.mode}) + fused GroupNorm+SiLU (inductor C++ kernel)"] = lambda t: fused(t)
     ref = twin(x)[0]
     errs = {name: diff(fn(x), ref) for name, fn in variants.items()}
     times = time_variants({k: (lambda f=f: f(x)) for k, f in variants.items()}, "cpu", args.rounds)
     base_med, base_min = times["spandrel"][0], times["spandrel"][1]
     info = (
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+        f"{describe_cpu()}; {torch.get_num_threads()} threads, torch {torch.__version__}, "
         f"environment: {runtime_env()}"
     )
     table = Table(
@@ -125,7 +153,60 @@ def cpu_bench(args) -> str:
     for name, (med, mn, spread) in times.items():
         e = errs[name]
         table.row(name, f"{med:.2f}", f"{mn:.2f}", f"{spread:.2f}", f"{base_med / med:.2f}x", f"{base_min / mn:.2f}x", f"{e[0]:.2e}", f"{e[1]:.2e}")
-    return table.text()
+    if "ONNX Runtime" in times:
+        ort_med, ort_min = times["ONNX Runtime"][:2]
+        ours_med, ours_min = times[fast_name][:2]
+        notes.append(f"ours against ONNX Runtime: {ort_med / ours_med:.2f}x by median, {ort_min / ours_min:.2f}x by fastest call")
+    text = table.text() + "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    if routing.mode == "auto":
+        text += "\n" + route_table(routing.table).text()
+    if args.profile:
+        text += "\n" + profile_table(fast, x).text()
+    return text
+
+
+def route_table(table: RouteTable) -> Table:
+    """The routes this machine measured: shape -> winner and each candidate's quickest call."""
+    out = Table(f"Routes measured on this machine ({machine_key()})", ["layer shape", "route", "quickest call per candidate (ms)"])
+    for key, record in sorted(table.records().items(), key=lambda kv: kv[0]):
+        ms = ", ".join(f"{name} {v:.1f}" for name, v in sorted(record["ms"].items(), key=lambda kv: kv[1]))
+        out.row(key, record["route"], ms)
+    return out
+
+
+# Profiler events -> where the time of a CPU forward goes.
+_PROFILE_GROUPS = {
+    "aten::_nnpack_spatial_convolution": "3x3 conv: NNPACK Winograd",
+    "mkldnn::_convolution_pointwise": "3x3 conv: oneDNN, packed weights",
+    "aten::mkldnn_convolution": "other convs (oneDNN: 3x3 NCHW/NHWC, 1x1, stride 2, sub-pixel 2x2)",
+    "aten::native_group_norm": "GroupNorm",
+    "aten::silu_": "SiLU (in place)",
+    "aten::silu": "SiLU",
+    "aten::add_": "residual adds",
+    "aten::add": "residual adds",
+    "aten::copy_": "copies (layout changes, sub-pixel interleave)",
+    "aten::upsample_nearest2d": "nearest upsample",
+    "aten::_scaled_dot_product_flash_attention_for_cpu": "attention (SDPA)",
+    "aten::bmm": "attention / quantizer matmuls",
+    "aten::mm": "attention / quantizer matmuls",
+}
+
+
+def profile_table(fn, x) -> Table:
+    """One forward under torch.profiler, self CPU time grouped by what it is."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        t0 = time.perf_counter()
+        fn(x)
+        wall = time.perf_counter() - t0
+    groups: dict[str, float] = {}
+    for event in prof.key_averages():
+        group = _PROFILE_GROUPS.get(event.key, "everything else")
+        groups[group] = groups.get(group, 0.0) + event.self_cpu_time_total / 1e6
+    total = sum(groups.values())
+    out = Table(f"Where one forward of ours goes ({wall:.2f} s wall under the profiler)", ["part", "s", "share"])
+    for group, secs in sorted(groups.items(), key=lambda kv: -kv[1]):
+        out.row(group, f"{secs:.2f}", f"{100 * secs / total:.0f}%")
+    return out
 
 
 def _peak(name: str):
@@ -180,7 +261,7 @@ def matrix_bench(args) -> str:
         torch.backends.cudnn.benchmark = True
         name = torch.cuda.get_device_name(dev)
     else:
-        name = f"CPU ({platform.machine()})"
+        name = f"CPU: {describe_cpu()}"
     peaks = _peak(name)
     config = tiny_config(RESTOREFORMER) if args.tiny else RESTOREFORMER
     size = config.resolution
@@ -191,6 +272,7 @@ def matrix_bench(args) -> str:
     fast = optimize_for_inference(copy.deepcopy(model))  # NCHW on a GPU (prefers_channels_last)
     fast_cl = optimize_for_inference(copy.deepcopy(model), channels_last=True)
     cast_bf16 = cast_weights(copy.deepcopy(fast), "bf16")  # what weight_dtype bf16 loads
+    cast_bf16_cl = cast_weights(copy.deepcopy(fast_cl), "bf16")
     half = ["bf16", "fp16"] if cuda else ["bf16"]
     compiled = torch.compile(fast, mode=args.compile_mode) if args.compile else None
     compiled_cast = torch.compile(cast_bf16, mode=args.compile_mode) if args.compile else None
@@ -222,6 +304,17 @@ def matrix_bench(args) -> str:
         variants["ours bf16, channels-last"] = (ours(fast_cl, "bf16"), "half", None)
         variants["ours bf16, cudnn.benchmark off"] = (ours(fast, "bf16", benchmark=False), "half", None)
         variants["ours bf16 weights cast (no autocast)"] = ((lambda x=x: cast_bf16(x.bfloat16())), "half", None)
+        # Switches of issue 22, each on the bf16-weights network without torch.compile: channels-last
+        # weights and maps, CUDA graphs (batch fixed per graph), fused GroupNorm+SiLU.
+        x_cl = x.bfloat16().contiguous(memory_format=torch.channels_last)
+        variants["ours bf16 weights cast, channels-last (no autocast)"] = (
+            (lambda x_cl=x_cl: cast_bf16_cl(x_cl)), "half", None)
+        variants["ours bf16 weights cast, CUDA graph"] = (cuda_graphed(cast_bf16, x.bfloat16()), "half", None)
+        variants["ours bf16 weights cast, channels-last, CUDA graph"] = (cuda_graphed(cast_bf16_cl, x_cl), "half", None)
+        variants["ours bf16 weights cast, fused GroupNorm+SiLU"] = (
+            _fused_norm(dev, lambda x=x: cast_bf16(x.bfloat16())), "half", None)
+        variants["ours bf16 weights cast, channels-last, fused GroupNorm+SiLU, CUDA graph"] = (
+            _fused_norm(dev, cuda_graphed(cast_bf16_cl, x_cl)), "half", None)
         for p in half:
             variants[f"ours {p}, fp32 encoder (exact codes)"] = (ours(fast, p, exact_codes=True), "half", None)
         p = half[-1]
@@ -285,6 +378,22 @@ def matrix_bench(args) -> str:
         out_lines.append(table.text())
         _append(args.out, table.text())  # now, so a later time-out loses nothing
     return "\n".join(out_lines)
+
+
+def _fused_norm(dev: torch.device, fn):
+    """fn run with FUSED_NORM_SILU on for dev's type (its graph, if any, captured that way too)."""
+    def run(*args):
+        old = FUSED_NORM_SILU.get(dev.type)
+        FUSED_NORM_SILU[dev.type] = True
+        try:
+            return fn(*args)
+        finally:
+            if old is None:
+                FUSED_NORM_SILU.pop(dev.type, None)
+            else:
+                FUSED_NORM_SILU[dev.type] = old
+
+    return run
 
 
 def _append(path: str | None, text: str) -> None:
@@ -376,7 +485,13 @@ def main(argv=None) -> int:
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     p.add_argument("--rounds", type=int, default=None, help="interleaved timing rounds (cpu 5, cuda 20)")
     p.add_argument("--plain", action=argparse.BooleanOptionalAction, default=True, help="also time our plain path")
-    p.add_argument("--ablate", action="store_true", help="CPU: time each speed means on its own")
+    p.add_argument("--ablate", action="store_true", help="CPU: time each convolution route forced everywhere, and other ablations")
+    p.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=True,
+                   help="CPU: time ONNX Runtime on the same weights (needs the bench extra)")
+    p.add_argument("--onnx-threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: torch's)")
+    p.add_argument("--recalibrate", action="store_true",
+                   help="CPU: measure the convolution routes afresh instead of reading the user's cache")
+    p.add_argument("--profile", action="store_true", help="CPU: also break one forward of ours down by operation")
     p.add_argument("--compile", action="store_true", help="GPU: also time torch.compile of the fast model")
     p.add_argument("--compile-mode", default="default")
     p.add_argument("--only", nargs="+", default=None, help="matrix: time only variants containing these words (and the spandrel fp32 baselines)")

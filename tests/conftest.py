@@ -5,11 +5,18 @@ Helpers (small models, weight-file writers, the ComfyUI host, the browser) are i
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 
 import numpy as np
 import pytest
 import torch
+
+# The fast blocks pick CPU kernels by timing them on first use and keep the choice in the user's
+# cache folder ("auto"). Tests run the fixed rule instead, so results do not depend on the
+# machine's load and nothing is written outside the test's folders; tests/runtime/test_conv_routes.py
+# checks the timed choice with its own tables.
+os.environ["RESTOREFORMER_CONV_ROUTES"] = "fixed"
 
 
 @pytest.fixture(scope="session")

@@ -5,20 +5,16 @@ Accepted files:
 - `.npz` with `mu`/`sigma` (pytorch-fid) or `mean`/`cov`; object arrays are refused (no pickle).
 - a torch file (`.pth`, `.pt`, ...) holding a dict with `mean`/`cov` (basicsr's
   `inception_FFHQ_512.pth`, which the RestoreFormer++ scripts use for every test set) or
-  `mu`/`sigma`, as numpy arrays or tensors. It is read with torch's weights-only unpickler, which
-  builds tensors and plain containers and refuses every other import; numpy arrays are allowed
-  through exactly the numpy names an array needs (its reconstructor, ndarray and the float dtypes).
-  Before unpickling, the imports the pickle names are listed without executing it, and a file that
-  names anything else is refused with those names.
+  `mu`/`sigma`, as numpy arrays or tensors. It is read by the node pack's safe reader
+  (`restoreformer_node.weights.pickle_safety.safe_torch_load`): a bounded scan of the pickle's
+  opcodes refuses a file that imports anything that runs code (naming it) before anything is
+  unpickled, then torch's weights-only unpickler builds tensors, plain containers and numpy arrays.
 Files written by `fid-stats` also record the number of images, the protocol and the Inception
 file's sha1, so a report can say when a reference was made differently.
 """
 
 from __future__ import annotations
 
-import importlib
-import pickle
-import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,12 +22,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from restoreformer_node.weights.pickle_scan import ScanLimits
+
 from .metrics import FEATURE_DIM
 
 NPZ_SUFFIX = ".npz"
 TORCH_SUFFIXES = (".pth", ".pt", ".pkl", ".pickle", ".bin")
-# Globals a plain torch.save of arrays and containers writes, all in torch's weights-only allowlist.
-_PLAIN_GLOBALS = ("collections.OrderedDict", "_codecs.encode", "builtins.set", "builtins.frozenset", "builtins.bytearray")
+
+
+# Statistics files pickle their arrays inline: a 2048x2048 float64 covariance alone is 32 MiB of
+# pickle, past the weight files' bound (whose tensors live outside the pickle).
+STATISTICS_LIMITS = ScanLimits(max_pickle_bytes=256 << 20)
 
 
 class StatisticsError(Exception):
@@ -47,77 +48,23 @@ class FidStatistics:
     meta: dict = field(default_factory=dict)  # protocol, inception sha1 ... (files from fid-stats)
 
 
-def _multiarray():
-    try:
-        return importlib.import_module("numpy._core.multiarray")  # numpy >= 2
-    except ImportError:  # numpy 1.x
-        return importlib.import_module("numpy.core.multiarray")
-
-
-def _numpy_globals() -> list:
-    """The globals a pickled float ndarray needs, bound under the module names numpy 1 and 2 write."""
-    ma = _multiarray()
-    bound = [(np.ndarray, "numpy.ndarray"), (np.dtype, "numpy.dtype")]
-    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        bound += [(ma._reconstruct, f"{module}._reconstruct"), (ma.scalar, f"{module}.scalar")]
-    # numpy >= 1.25 pickles a dtype's state through its DType class (numpy.dtypes.Float64DType ...).
-    for kind in (np.float16, np.float32, np.float64, np.int32, np.int64):
-        cls = type(np.dtype(kind))
-        if cls is not np.dtype:
-            bound.append(cls)
-    return bound
-
-
-def _global_name(entry) -> str:
-    if isinstance(entry, tuple):
-        return entry[1]
-    return f"{entry.__module__}.{entry.__qualname__}"
-
-
-def _names_in_pickle(path: Path, is_zip: bool) -> list[str]:
-    """Imports the pickle names, found by reading its opcodes (nothing is unpickled)."""
-    if is_zip:
-        return list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
-    from restoreformer_node.weights.pickle_safety import globals_in_pickle_stream
-
-    return globals_in_pickle_stream(str(path))
-
-
 def _torch_pickle(path: Path, flag: str) -> object:
-    is_zip = zipfile.is_zipfile(path)
-    allowed = _numpy_globals()
-    allowed_names = {_global_name(e) for e in allowed}
+    """A torch file read by the node pack's safe reader: the bounded scan of its pickle (nothing
+    unpickled), then torch's weights-only unpickler with numpy arrays bound to numpy itself."""
+    from restoreformer_node.weights import WeightLoadError
+    from restoreformer_node.weights.pickle_safety import safe_torch_load
+
+    container = "PyTorch zip checkpoint" if zipfile.is_zipfile(path) else "PyTorch pickle"
     try:
-        names = _names_in_pickle(path, is_zip)
-    except Exception:
-        names = []  # unreadable: torch.load below says how
-    # A legacy (non-zip) stream lists every global, torch's own storage classes and the
-    # _codecs.encode that protocol-2 pickles use for bytes included; the weights-only unpickler
-    # below refuses any of those it does not know, so only foreign names are refused here, by name.
-    foreign = sorted(n for n in names if n not in allowed_names and not n.startswith("torch.")
-                     and n not in _PLAIN_GLOBALS)
-    if foreign:
-        raise StatisticsError(
-            f"{flag} {path}: the file's pickle imports {', '.join(foreign[:6])}, which statistics never "
-            "need; it was not loaded and nothing in it ran. Use basicsr's inception_FFHQ_512.pth or an "
-            ".npz with mu/sigma, or write one with `python -m training evaluate fid-stats FOLDER --out FILE`"
+        return safe_torch_load(str(path), container, limits=STATISTICS_LIMITS)
+    except WeightLoadError as err:
+        fix = (
+            "use basicsr's inception_FFHQ_512.pth or an .npz with mu/sigma, or write one with "
+            "`python -m training evaluate fid-stats FOLDER --out FILE`"
+            if err.kind == "code"
+            else "pass an .npz with mu/sigma or a torch file holding only mean/cov arrays"
         )
-    try:
-        with torch.serialization.safe_globals(allowed):
-            return torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        named = re.findall(r"GLOBAL ([A-Za-z_][\w.]*)", str(err))
-        what = f"it needs {', '.join(dict.fromkeys(named))}" if named else "it is damaged or not a torch file"
-        raise StatisticsError(
-            f"{flag} {path}: cannot be read without running pickled code ({what}); nothing in it ran. "
-            "Use an .npz with mu/sigma or a torch file holding only mean/cov arrays"
-        ) from None
-    except Exception as err:
-        reason = " ".join(str(err).split())[:160]
-        raise StatisticsError(
-            f"{flag} {path}: not a readable torch file ({type(err).__name__}: {reason}); "
-            "pass an .npz with mu/sigma or basicsr's inception_FFHQ_512.pth"
-        ) from None
+        raise StatisticsError(f"{flag} {path}: {err.problem} Fix: {fix}") from None
 
 
 def _as_array(value, key: str, path: Path, flag: str) -> np.ndarray:

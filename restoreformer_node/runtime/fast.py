@@ -6,14 +6,17 @@ the state-dict keys stay exactly those of the plain definition. Loading and trai
 classes; call this once after the weights are in (runtime/prepare.py does).
 
 What it does (each chosen by measurement with bench/model_forward.py; figures in bench/README.md):
-- CPU, fp32: 3x3 stride-1 convolutions on maps of WINOGRAD_MIN_SIDE and larger run through
-  NNPACK's Winograd F(6x6, 3x3) kernels (shipped inside PyTorch's x86-64 and ARM builds), one image
-  at a time, which is the call NNPACK serves with Winograd. Winograd needs fewer multiplies than a
-  direct convolution; its transforms round a little more (tests bound it against float64).
-  Smaller maps, other kernels, GPUs, half precision and autograd use the normal convolution. Where
-  NNPACK is missing (Windows builds, CPUs without AVX2) the CPU path uses channels-last instead.
-- channels-last (NHWC) convolutions: oneDNN (without NNPACK) runs 3x3 convolutions without
-  reordering the activations around every call.
+- CPU, fp32: each convolution (3x3, the stride-2 downsamples, the 1x1 shortcuts and projections)
+  runs through the kernel that is fastest for its shape on this machine (runtime/conv_routes.py:
+  NNPACK's Winograd F(6x6, 3x3) one image at a time for 3x3 stride-1 shapes, oneDNN on NCHW or
+  NHWC maps, oneDNN with pre-packed weights, which also adds a residual in its epilogue), timed
+  once per machine and kept in the user's cache; "fixed" routes keep the rule of the first machine
+  measured (Winograd on maps of WINOGRAD_MIN_SIDE and larger, every other convolution plain). Winograd's transforms round a little more than a direct
+  convolution (tests bound every route against float64). GPUs, half precision and autograd use
+  the normal convolution. Where NNPACK is missing (Windows builds, CPUs without AVX2) the model's
+  weights are laid out channels-last.
+- channels-last (NHWC) convolutions: oneDNN runs 3x3 convolutions without reordering the
+  activations around every call.
 - GroupNorm followed by an in-place SiLU and in-place residual adds: fewer full-resolution
   temporaries (these passes are memory-bound).
 - Upsample (nearest x2, then a 3x3 conv) as a sub-pixel convolution: the 3x3 kernel acting on a
@@ -21,7 +24,8 @@ What it does (each chosen by measurement with bench/model_forward.py; figures in
   low-resolution map. One 2x2 convolution with 4x the output channels on the zero-padded input
   computes all four phases, which are then interleaved. 16 taps at low resolution instead of 9
   at high resolution: 4/9 of the multiply-adds. Exact up to float rounding (the merged taps
-  are sums of original weights).
+  are sums of original weights). On a CPU in fp32 the same taps can also run as one stride-2
+  transposed convolution, which writes the interleaved map directly (the routing times both).
 - Mixed precision islands (see runtime/precision.py): under fp16 autocast the residual stream
   stays fp32, GroupNorm runs in fp32, and the convolutions that read the raw residual stream
   rescale it by a power of two so that large activations cannot overflow. bf16 (fp32's range)
@@ -41,6 +45,16 @@ from torch import nn
 
 from ..model.blocks import AttentionBlock, Downsample, ResnetBlock, Upsample
 from ..model.network import RestoreFormer
+from .conv_routes import WINOGRAD_MIN_SIDE as WINOGRAD_MIN_SIDE  # re-exported: its old home
+from .conv_routes import (
+    ConvRouting,
+    routable,
+    routed_conv,
+    routing_of,
+    transposed_upsample,
+    weight_stamp,
+    winograd_available,
+)
 
 # Row (or column) merge of a 3x3 kernel acting on a nearest-x2 upsampled map, per output parity.
 # For output row 2i+a the three kernel rows read low-resolution rows:
@@ -69,6 +83,20 @@ def subpixel_weight(weight: torch.Tensor) -> torch.Tensor:
     w = torch.einsum("atk,bsl,oikl->aboits", taps, taps, weight.double())
     co, ci = weight.shape[:2]
     return w.reshape(4 * co, ci, 2, 2).to(weight.dtype)
+
+
+# The same merge for a stride-2, padding-1 transposed convolution with a 4x4 kernel: output row
+# 2i+a receives input row j through kernel tap t = 2i+a+1-2j, so a=0 reads rows i-1, i through taps
+# 3, 1 and a=1 reads rows i, i+1 through taps 2, 0. Tap t as a sum of the 3x3 kernel's rows:
+_TRANSPOSE_TAPS = torch.tensor([[0.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0]], dtype=torch.float64)
+
+
+def transpose_weight(weight: torch.Tensor) -> torch.Tensor:
+    """[Co, Ci, 3, 3] kernel of "nearest x2 then conv 3x3, pad 1" -> [Ci, Co, 4, 4] kernel of the
+    equal transposed convolution (stride 2, padding 1). The same merged taps as `subpixel_weight`
+    (each a correctly rounded float64 sum), laid out so that one call writes the interleaved map."""
+    taps = _TRANSPOSE_TAPS.to(weight.device)
+    return torch.einsum("ak,bl,oikl->ioab", taps, taps, weight.double()).to(weight.dtype)
 
 
 def subpixel_upsample_conv(
@@ -154,8 +182,45 @@ def _norm(norm: nn.GroupNorm, x: torch.Tensor, scratch: bool = False) -> torch.T
     return F.group_norm(x, g, norm.weight.float(), norm.bias.float(), norm.eps)
 
 
+# GroupNorm then SiLU as one generated kernel (torch.compile of just these two ops), per device
+# type: one read for the statistics and one read and write for the output, where the two ATen
+# kernels read the map three times and write it twice. Off until a measurement turns it on
+# (bench/gpu_all.sh "switches"); a network compiled as a whole gets the same fusion from inductor.
+FUSED_NORM_SILU: dict[str, bool] = {}
+_fused_norm_silu_fn: list = []
+
+
+def _group_norm_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int, eps: float) -> torch.Tensor:
+    return F.silu(F.group_norm(x, groups, weight, bias, eps))
+
+
+def _fused_norm_silu(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor | None:
+    """norm+SiLU through the compiled kernel where FUSED_NORM_SILU turns it on for x's device and
+    the maps stay in one dtype (no fp32 islands); None where the separate kernels run."""
+    device = x.device.type
+    if not FUSED_NORM_SILU.get(device) or torch.compiler.is_compiling() or torch.is_grad_enabled():
+        return None
+    dtype = x.dtype if _autocast_dtype(x) is None else _lean_dtype(x)
+    if dtype is None:
+        return None
+    if not _fused_norm_silu_fn:
+        _fused_norm_silu_fn.append(torch.compile(_group_norm_silu))  # one graph per shape, then dynamic
+    try:
+        with torch.autocast(device, enabled=False):
+            return _fused_norm_silu_fn[0](x.to(dtype), norm.weight.to(dtype), norm.bias.to(dtype), norm.num_groups, norm.eps)
+    except Exception as error:  # noqa: BLE001 - no compiler, no Triton: the separate kernels still run
+        FUSED_NORM_SILU[device] = False
+        warnings.warn(f"fused GroupNorm+SiLU failed on {device} ({type(error).__name__}: {str(error)[:200]}); "
+                      "using the separate kernels", stacklevel=3)
+        return None
+
+
 def norm_silu(norm: nn.GroupNorm, x: torch.Tensor, scratch: bool = False) -> torch.Tensor:
-    """GroupNorm (see `_norm` for its dtype) then SiLU in place."""
+    """GroupNorm (see `_norm` for its dtype) then SiLU in place, or both in one fused kernel
+    (FUSED_NORM_SILU)."""
+    fused = _fused_norm_silu(norm, x)
+    if fused is not None:
+        return fused
     return F.silu(_norm(norm, x, scratch), inplace=True)
 
 
@@ -191,89 +256,37 @@ def stream_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return y
 
 
-# NNPACK's Winograd kernels pay on maps of this side and larger; on smaller maps the per-call
-# transform of the (widest, 512-channel) kernels costs more than it saves (bench/README.md).
-WINOGRAD_MIN_SIDE = 32
-_winograd_state: dict[str, bool] = {}
-
-
-def winograd_available() -> bool:
-    """True when PyTorch's NNPACK works on this CPU (checked once; the check also initialises it,
-    without which its kernels fail)."""
-    if "available" not in _winograd_state:
-        try:
-            _winograd_state["available"] = bool(torch._nnpack_available())
-        except Exception:  # a build without the op
-            _winograd_state["available"] = False
-    return _winograd_state["available"]
-
-
 def prefers_channels_last(device: torch.device | str) -> bool:
     """The memory format `optimize_for_inference` should use for a model that runs on `device`:
-    channels-last on a CPU without NNPACK; NCHW on a CPU with it (its kernels read NCHW) and on
-    GPUs (cuDNN's NCHW bf16 path measured faster; bench/README.md)."""
+    channels-last on a CPU without NNPACK; NCHW on a CPU with it (its kernels read NCHW; the other
+    routes lay out their own copies of the weights) and on GPUs (cuDNN's NCHW bf16 path measured
+    faster; bench/README.md)."""
     return torch.device(device).type == "cpu" and not winograd_available()
 
 
-def winograd_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether `FastConv3x3` would send x through NNPACK."""
-    return (
-        x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and weight.dtype == torch.float32
-        and x.dim() == 4
-        and min(x.shape[-2:]) >= WINOGRAD_MIN_SIDE
-        and not torch.is_grad_enabled()
-        and not torch.is_autocast_enabled("cpu")
-        and not torch.compiler.is_compiling()  # NNPACK's op has no tracing kernel; inductor picks its own
-        and winograd_available()
-    )
-
-
-class FastConv3x3(nn.Conv2d):
-    """3x3, stride 1, padding 1 convolution that takes NNPACK's Winograd path where it pays.
-
-    NNPACK runs Winograd only for single images (a batch goes to a slower, exact algorithm), so a
-    batch is convolved image by image. Winograd's transforms round differently from a direct
-    convolution (the full network's error against float64 is in bench/README.md).
+class FastConv(nn.Conv2d):
+    """A convolution whose CPU kernel is chosen per layer shape (runtime/conv_routes.py: oneDNN on
+    NCHW or NHWC maps or with pre-packed weights, and NNPACK Winograd one image at a time for 3x3
+    stride-1 shapes). GPUs, half precision, autograd and traced graphs run the plain convolution.
     """
 
     def uses_winograd(self, x: torch.Tensor) -> bool:
-        """Whether forward(x) takes NNPACK (not switched off by optimize_for_inference's
-        `winograd=False`, and `winograd_applies`)."""
-        return getattr(self, "winograd", True) and winograd_applies(x, self.weight)
+        """Whether the fixed rule sends x through NNPACK (not switched off by optimize_for_inference's
+        `winograd=False`, fp32 CPU inference, a map of WINOGRAD_MIN_SIDE or larger)."""
+        return routable(x, self.weight) and routing_of(self).fixed_route(self, x) == "winograd"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.uses_winograd(x):
-            try:
-                return _winograd_conv(x, self.weight, self.bias)
-            except RuntimeError as exc:  # never lose a run to the fast path
-                _winograd_state["available"] = False
-                warnings.warn(f"NNPACK convolution failed ({exc}); using the normal convolution", stacklevel=2)
-        return super().forward(x)
+        if not routable(x, self.weight):
+            return super().forward(x)
+        return routing_of(self).conv(self, x)
 
 
-def _winograd_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    x = x.contiguous()
-    weight = weight.contiguous()
-    if x.shape[0] == 1:
-        return torch._nnpack_spatial_convolution(x, weight, bias, [1, 1])
-    out = torch.empty((x.shape[0], weight.shape[0], *x.shape[2:]), dtype=x.dtype)
-    for i in range(x.shape[0]):
-        out[i] = torch._nnpack_spatial_convolution(x[i : i + 1], weight, bias, [1, 1])[0]
-    return out
-
-
-def is_winograd_conv(module: nn.Module) -> bool:
-    return (
-        type(module) is nn.Conv2d
-        and module.kernel_size == (3, 3)
-        and module.stride == (1, 1)
-        and module.padding == (1, 1)
-        and module.dilation == (1, 1)
-        and module.groups == 1
-        and module.padding_mode == "zeros"
-    )
+def conv_add(conv: nn.Conv2d, x: torch.Tensor, other: torch.Tensor, into_other: bool) -> torch.Tensor | None:
+    """conv(x) + other in one call where conv's route can fuse the add (runtime/conv_routes.py,
+    ConvRouting.conv_add); None where the caller runs the convolution and adds."""
+    if not isinstance(conv, FastConv) or not routable(x, conv.weight) or not routable(other, conv.weight):
+        return None
+    return routing_of(conv).conv_add(conv, x, other, into_other)
 
 
 class FastResnetBlock(ResnetBlock):
@@ -284,9 +297,10 @@ class FastResnetBlock(ResnetBlock):
         if torch.is_grad_enabled():
             return super().forward(x)
         h = self.conv1(norm_silu(self.norm1, x))
-        h = self.conv2(norm_silu(self.norm2, h, scratch=h.dtype == torch.float32))
+        h = norm_silu(self.norm2, h, scratch=h.dtype == torch.float32)
         shortcut = x if self.nin_shortcut is None else stream_conv(self.nin_shortcut, x)
-        return _residual(shortcut, h)
+        fused = conv_add(self.conv2, h, shortcut, into_other=self.nin_shortcut is not None)
+        return fused if fused is not None else _residual(shortcut, self.conv2(h))
 
 
 class FastUpsample(Upsample):
@@ -298,11 +312,7 @@ class FastUpsample(Upsample):
             # below would break it); inductor folds it with the weights.
             return subpixel_weight(self.conv.weight)
         w = self.conv.weight
-        # Weights loaded under inference_mode (as ComfyUI runs nodes) have no version counter;
-        # they cannot be changed in place outside inference mode, so pointer, dtype and device
-        # identify them.
-        version = None if w.is_inference() else w._version
-        stamp = (version, w.data_ptr(), w.dtype, w.device)
+        stamp = weight_stamp(w)
         if getattr(self, "_subpixel_stamp", None) != stamp:
             # Non-persistent: never in the state dict, rebuilt when the conv weight changes.
             self.register_buffer("subpixel_weight", subpixel_weight(w.detach()), persistent=False)
@@ -315,14 +325,25 @@ class FastUpsample(Upsample):
             self._subpixel_stamp = stamp
         return self.subpixel_weight
 
+    def _subpixel_fp32(self, x: torch.Tensor) -> torch.Tensor:
+        return subpixel_upsample_conv(x, self._phase_weight(), self.conv.bias)
+
+    def _transposed(self, x: torch.Tensor) -> torch.Tensor:
+        return transposed_upsample(self.conv, x, transpose_weight)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled():
             return super().forward(x)
-        if isinstance(self.conv, FastConv3x3) and self.conv.uses_winograd(x):
-            # Low-resolution input of 32+ px: Winograd at full resolution needs fewer multiplies
-            # than the sub-pixel kernels (about 7 vs 16 per output pixel and channel pair) and
-            # measured faster. Smaller inputs keep the sub-pixel kernels.
-            return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        if isinstance(self.conv, FastConv) and routable(x, self.conv.weight):
+            # fp32 on a CPU: the sub-pixel kernels (16 taps at low resolution) then an interleaving
+            # copy, the same taps as one transposed convolution, or nearest x2 then the 3x3
+            # convolution at full resolution (9 taps, and Winograd needs fewer multiplies than
+            # that), whichever the routing picks for this shape.
+            forms = {"subpixel": self._subpixel_fp32, "transpose": self._transposed}
+            route = routing_of(self.conv).upsample_route(self.conv, x, forms)
+            if route == "nearest":
+                return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+            return forms[route](x)
         weight4 = self._phase_weight()
         lean = _lean_dtype(x)
         if lean is not None:
@@ -340,7 +361,7 @@ class FastUpsample(Upsample):
             if scale is not None:
                 y = y * scale
             return y + self.conv.bias.float().view(1, -1, 1, 1)
-        return subpixel_upsample_conv(x, weight4, self.conv.bias)
+        return subpixel_upsample_conv(x, weight4, self.conv.bias)  # a model cast to half, or a GPU
 
 
 class FastDownsample(Downsample):
@@ -367,7 +388,8 @@ class FastAttentionBlock(AttentionBlock):
 
         out = F.scaled_dot_product_attention(split(self.q(source)), split(self.k(h)), split(self.v(h)))
         out = out.transpose(1, 2).reshape(b, hh, ww, c).permute(0, 3, 1, 2)
-        return _residual(x, self.proj_out(out))
+        fused = conv_add(self.proj_out, out, x, into_other=False)
+        return fused if fused is not None else _residual(x, self.proj_out(out))
 
 
 _FAST_CLASSES: dict[type, type] = {
@@ -390,6 +412,7 @@ def optimize_for_inference(
     channels_last: bool | None = None,
     subpixel: bool = True,
     winograd: bool = True,
+    routes: str | ConvRouting | None = None,
 ) -> RestoreFormer:
     """Switch `model`'s blocks to their fast inference forms in place and return it.
 
@@ -397,15 +420,21 @@ def optimize_for_inference(
     kernels are non-persistent buffers). `channels_last` stores conv weights NHWC (inputs are
     converted on entry by `forward`'s first conv); None picks `prefers_channels_last` for the
     device the weights are on now, so a caller that moves the model later should pass it.
-    `subpixel=False` keeps the nearest+conv upsample and `winograd=False` the oneDNN 3x3
-    convolutions (for ablations). Idempotent.
+    `subpixel=False` keeps the nearest+conv upsample and `winograd=False` keeps NNPACK out of the
+    3x3 convolutions (for ablations). `routes` picks the CPU kernel of each convolution and
+    upsample (runtime/conv_routes.py): "auto" (timed per shape on this machine, kept in the user's
+    cache), "fixed" (the built-in rule), a route name, or a ConvRouting; None reads the
+    RESTOREFORMER_CONV_ROUTES environment variable (default "auto"). Idempotent.
     """
     if channels_last is None:
         channels_last = prefers_channels_last(next(model.parameters()).device)
+    if not isinstance(routes, ConvRouting):
+        routes = ConvRouting.from_env() if routes is None else ConvRouting(routes)
     for module in model.modules():
-        if is_winograd_conv(module) or isinstance(module, FastConv3x3):
-            module.__class__ = FastConv3x3
+        if (type(module) is nn.Conv2d and routed_conv(module)) or isinstance(module, FastConv):
+            module.__class__ = FastConv
             module.winograd = winograd
+            module.routing = routes
             continue
         fast = _FAST_CLASSES.get(type(module))
         if fast is FastUpsample and not subpixel:
@@ -420,9 +449,10 @@ def optimize_for_inference(
 def restore_plain(model: RestoreFormer) -> RestoreFormer:
     """Undo `optimize_for_inference` (plain block classes, contiguous NCHW weights)."""
     for module in model.modules():
-        if isinstance(module, FastConv3x3):
+        if isinstance(module, FastConv):
             module.__class__ = nn.Conv2d
-            module.__dict__.pop("winograd", None)
+            for name in ("winograd", "routing", "_route_weights"):
+                module.__dict__.pop(name, None)
             continue
         plain = _PLAIN_CLASSES.get(type(module))
         if plain is not None:

@@ -32,7 +32,7 @@ import torch
 
 from .archive import ArchiveRefused, TorchScriptArchive, read_archive
 from .errors import WeightLoadError, list_names
-from .pickle_scan import LIMITS, PickleScan, ScanLimits, ScanRefused, scan_pickles
+from .pickle_scan import LIMIT_WORDS, LIMITS, PickleScan, ScanLimits, ScanRefused, scan_pickles
 
 # Globals a training framework writes into checkpoint bookkeeping; always bound to inert stand-ins.
 INERT_MODULE_PREFIXES = ("pytorch_lightning.", "lightning.", "lightning_fabric.", "omegaconf.")
@@ -257,7 +257,14 @@ def _scan_legacy(path: str, container: str, limits: ScanLimits) -> PickleScan:
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         head = f.read(limits.max_pickle_bytes + 1)
-    scan = _scan(path, container, head, 5, limits, stop_unless_int=True)
+    try:
+        scan = scan_pickles(head, 5, limits, stop_unless_int=True)
+    except ScanRefused as error:
+        if error.limit is None and len(head) > limits.max_pickle_bytes:  # cut off by the read, not malformed
+            detail = (f"its pickles run past {limits.max_pickle_bytes:,} bytes "
+                      f"(limit: {LIMIT_WORDS['max_pickle_bytes']} {limits.max_pickle_bytes:,})")
+            raise _refuse_unbuilt(path, container, detail, limit=True) from None
+        raise _scan_refusal(path, container, error) from None
     needed: dict[str, int] = {}
     for storage in scan.storages:
         itemsize = _storage_itemsize(storage.type_name)
@@ -277,12 +284,16 @@ def _scan_legacy(path: str, container: str, limits: ScanLimits) -> PickleScan:
     return scan
 
 
-def _scan(path: str, container: str, data: bytes, count: int, limits: ScanLimits, **kw) -> PickleScan:
+def _scan_refusal(path: str, container: str, error: ScanRefused) -> WeightLoadError:
+    detail = str(error) if error.limit else f"its pickle is malformed ({error})"
+    return _refuse_unbuilt(path, container, detail, limit=error.limit is not None)
+
+
+def _scan(path: str, container: str, data: bytes, count: int, limits: ScanLimits) -> PickleScan:
     try:
-        return scan_pickles(data, count, limits, **kw)
+        return scan_pickles(data, count, limits)
     except ScanRefused as error:
-        detail = str(error) if error.limit else f"its pickle is malformed ({error})"
-        raise _refuse_unbuilt(path, container, detail, limit=error.limit is not None) from None
+        raise _scan_refusal(path, container, error) from None
 
 
 def scan_checkpoint(path: str, container: str, limits: ScanLimits = LIMITS) -> list[str]:

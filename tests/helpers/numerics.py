@@ -312,12 +312,13 @@ def same_kernels(model: torch.nn.Module, *, winograd: bool, channels_last: bool)
     settings runs (NNPACK Winograd for 3x3 stride-1 convolutions, channels-last memory format),
     with every block still plain: the reference that isolates the block rewrites of the fast path
     from the rounding of its convolution algorithm and layout."""
-    from restoreformer_node.runtime.fast import FastConv3x3, is_winograd_conv
+    from restoreformer_node.runtime.conv_routes import routed_conv
+    from restoreformer_node.runtime.fast import FastConv
 
     twin = copy.deepcopy(model)
     for module in twin.modules():
-        if is_winograd_conv(module):
-            module.__class__ = FastConv3x3
+        if type(module) is torch.nn.Conv2d and routed_conv(module):
+            module.__class__ = FastConv
             module.winograd = winograd
     if channels_last:
         twin.to(memory_format=torch.channels_last)

@@ -32,12 +32,12 @@ from helpers.numerics import (
 
 from restoreformer_node.model import RESTOREFORMER, RESTOREFORMER_PLUSPLUS, RestoreFormer, tiny_config
 from restoreformer_node.model.blocks import ResnetBlock, Upsample
-from restoreformer_node.runtime import PrecisionPlan, is_optimized, run
+from restoreformer_node.runtime import PrecisionPlan, conv_routes, is_optimized, run
 from restoreformer_node.runtime.fast import (
     HALF_ISLANDS,
     WINOGRAD_MIN_SIDE,
     FastAttentionBlock,
-    FastConv3x3,
+    FastConv,
     FastResnetBlock,
     FastUpsample,
     norm_silu,
@@ -46,6 +46,7 @@ from restoreformer_node.runtime.fast import (
     stream_conv,
     subpixel_upsample_conv,
     subpixel_weight,
+    transpose_weight,
     winograd_available,
 )
 
@@ -73,7 +74,7 @@ def _truth(variant: str) -> tuple[RestoreFormer, torch.Tensor, torch.Tensor, tor
 def _settings(model: RestoreFormer) -> tuple[bool, bool]:
     """(Winograd, channels-last) as an optimised model runs them on this machine."""
     winograd = winograd_available() and any(
-        getattr(m, "winograd", False) for m in model.modules() if isinstance(m, FastConv3x3)
+        getattr(m, "winograd", False) for m in model.modules() if isinstance(m, FastConv)
     )
     weight = model.encoder.conv_in.weight
     return winograd, weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
@@ -142,6 +143,33 @@ def test_subpixel_conv_equals_nearest_upsample_then_conv(dtype, channels_last):
     assert got.is_contiguous(memory_format=torch.channels_last) == channels_last
 
 
+@pytest.mark.parametrize("packed", [True, False], ids=["oneDNN packed", "aten"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_transposed_upsample_equals_nearest_upsample_then_conv(packed, channels_last, monkeypatch):
+    """The transposed form sums the same correctly rounded merged taps as the sub-pixel form, so
+    the same bound holds (float32: oneDNN's transposed convolution has no float64 kernel). With the
+    packed ops missing it runs PyTorch's transposed convolution."""
+    if packed and not conv_routes.route_available("packed"):
+        pytest.skip("this PyTorch build has no torch.ops.mkldnn convolution ops (oneDNN)")
+    if not packed:
+        monkeypatch.setitem(conv_routes._available, "packed", False)
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(16, 8, 3, padding=1)
+    x = torch.randn(2, 16, 7, 10)  # odd, non-square: borders on every side
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    upsampled = F.interpolate(x, scale_factor=2.0, mode="nearest")
+    with torch.no_grad():
+        for step in ("first weights", "new weights"):  # the packed copy follows the weight's version
+            if step == "new weights":
+                conv.weight.mul_(-0.5)
+            got = conv_routes.transposed_upsample(conv, x, transpose_weight)
+            ref = conv(upsampled)
+            assert got.shape == ref.shape == (2, 8, 14, 20)
+            bound = 2 * conv2d_bound(upsampled, conv.weight, conv.bias, torch.float32, extra=1, padding=1)
+            elementwise_check(got - ref, bound, f"transposed upsample, {step}")
+
+
 def test_state_dict_keys_unchanged_and_cache_follows_new_weights():
     model = random_restoreformer(tiny_config(RESTOREFORMER_PLUSPLUS))
     plain_sd = model.state_dict()
@@ -201,7 +229,7 @@ def _nnpack_calls(fn) -> tuple[torch.Tensor, int]:
 def _fast_conv(cin: int = 32, cout: int = 48, seed: int = 0) -> torch.nn.Conv2d:
     torch.manual_seed(seed)
     conv = torch.nn.Conv2d(cin, cout, 3, padding=1)
-    conv.__class__ = FastConv3x3
+    conv.__class__ = FastConv
     return conv
 
 
@@ -246,15 +274,19 @@ def test_winograd_is_skipped_where_it_does_not_pay_or_apply():
 @needs_nnpack
 def test_optimised_model_uses_winograd_and_nearest_upsample_at_full_resolution():
     """The default CPU model is NCHW (NNPACK reads NCHW), its 3x3 stride-1 convolutions are
-    FastConv3x3 and every one that sees a 32 px or larger map calls NNPACK; an upsample whose
+    FastConv and every one that sees a 32 px or larger map calls NNPACK; an upsample whose
     input is 32 px or larger runs nearest + that convolution instead of the sub-pixel kernels."""
     model = optimize_for_inference(random_restoreformer())
     assert model.encoder.conv_in.weight.is_contiguous()
-    assert isinstance(model.decoder.conv_out, FastConv3x3)
-    assert type(model.encoder.down[0].downsample.conv) is torch.nn.Conv2d  # stride 2 stays as is
+    assert isinstance(model.decoder.conv_out, FastConv)
+    # Stride-2 and 1x1 convolutions are routed too, but never through NNPACK.
+    stride2, shortcut = model.encoder.down[0].downsample.conv, model.encoder.down[1].block[0].nin_shortcut
+    assert isinstance(stride2, FastConv) and isinstance(shortcut, FastConv)
+    assert not stride2.uses_winograd(torch.zeros(1, 32, 65, 65))
+    assert not shortcut.uses_winograd(torch.zeros(1, 32, 64, 64))
     seen: dict[str, tuple[int, ...]] = {}
     for name, m in model.named_modules():
-        if isinstance(m, FastConv3x3):
+        if isinstance(m, FastConv) and m.kernel_size == (3, 3) and m.stride == (1, 1):
             m.register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, tuple(i[0].shape[-2:])))
     with torch.no_grad():
         _, calls = _nnpack_calls(lambda: model(_input(1)))
@@ -262,7 +294,7 @@ def test_optimised_model_uses_winograd_and_nearest_upsample_at_full_resolution()
     upsample_convs = [n for n in seen if n.endswith("upsample.conv")]
     assert upsample_convs and all(min(seen[n]) >= WINOGRAD_MIN_SIDE for n in upsample_convs)
     restore_plain(model)
-    assert not any(isinstance(m, FastConv3x3) for m in model.modules())
+    assert not any(isinstance(m, FastConv) for m in model.modules())
 
 # --- precision islands ------------------------------------------------------------------------
 

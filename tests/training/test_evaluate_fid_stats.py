@@ -91,7 +91,7 @@ def test_bad_statistics_files_are_refused_by_name(tmp_path, stats):
     for zip_format in (False, True):
         path = tmp_path / f"evil_{zip_format}.pth"
         torch.save({"mean": _RunsCode(marker), "cov": sigma}, path, _use_new_zipfile_serialization=zip_format)
-        with pytest.raises(StatisticsError, match=r"imports posix\.system.*nothing in it ran"):
+        with pytest.raises(StatisticsError, match=r"imports posix\.system.*nothing in it was run"):
             read_statistics(path)
     assert not marker.exists()
     np.savez(tmp_path / "object.npz", mu=np.array([{"a": 1}], dtype=object), sigma=sigma)

@@ -129,6 +129,16 @@ def test_pickle_size_is_bounded_from_the_directory(tmp_path):
     assert f"pickle size {LIMITS.max_pickle_bytes:,}" in refused(path)
 
 
+def test_pickle_size_is_bounded_in_the_legacy_format(tmp_path):
+    """A pre-1.6 file has no directory: its pickles are read up to the limit, and one that runs past
+    it is refused by the limit's name (not called malformed because the read cut it off)."""
+    big = h.PROTO2 + h.text("a" * (LIMITS.max_pickle_bytes + 1)) + b"."
+    path = tmp_path / "huge_legacy.pth"
+    h.legacy_file(path, big)
+    msg = refused(path)
+    assert f"pickle size {LIMITS.max_pickle_bytes:,}" in msg and "malformed" not in msg
+
+
 def test_deflate_bomb_is_refused_before_it_is_inflated(tmp_path):
     """256 MiB of zeros deflate to about 256 KB. The compression ratio is read from the directory,
     so refusing inflates nothing: the peak memory of the refusing process grows by far less than
