@@ -39,7 +39,7 @@ from .data import FaceDataset
 from .degradation import GtAugment
 from .losses import (
     PatchDiscriminator,
-    adaptive_weight,
+    adversarial_weight,
     build_perceptual,
     generator_loss,
     hinge_d_loss,
@@ -175,11 +175,8 @@ class Stage1(Task):
         if "g_adv" in terms:
             d = lc.discriminator
             rec = weighted["l1"] + weighted.get("perceptual", 0.0)
-            if d.adaptive_weight:
-                last = trainer.modules["generator"].decoder.conv_out.weight
-                adv_weight = adaptive_weight(rec, terms["g_adv"], last, max_weight=d.adaptive_max) * d.weight
-            else:
-                adv_weight = torch.tensor(d.weight, device=terms["g_adv"].device)
+            last = trainer.modules["generator"].decoder.conv_out.weight
+            adv_weight = adversarial_weight(d, rec, terms["g_adv"], last)
             weighted["g_adv"] = adv_weight * terms["g_adv"]
         return weighted, adv_weight
 

@@ -45,7 +45,7 @@ from .data import FaceDataset, SampleKey, sample_generator
 from .degradation import Degradation
 from .errors import DataError, TrainingFileError
 from .landmarks import LandmarkTable, default_landmarks_path
-from .losses import PatchDiscriminator, adaptive_weight, build_perceptual, hinge_d_loss, vanilla_d_loss
+from .losses import PatchDiscriminator, adversarial_weight, build_perceptual, hinge_d_loss, vanilla_d_loss
 from .losses.components import (
     REGIONS,
     STYLE_DISTANCES,
@@ -507,11 +507,8 @@ class Stage2(Task):
         if "adv" in terms:
             d = lc.discriminator
             rec = weighted["l1"] + weighted.get("perceptual", 0.0)
-            if d.adaptive_weight:
-                last = trainer.modules["generator"].decoder.conv_out.weight
-                adv_weight = adaptive_weight(rec, terms["adv"], last, max_weight=d.adaptive_max) * d.weight
-            else:
-                adv_weight = torch.tensor(d.weight, device=terms["adv"].device)
+            last = trainer.modules["generator"].decoder.conv_out.weight
+            adv_weight = adversarial_weight(d, rec, terms["adv"], last)
             weighted["adv"] = adv_weight * terms["adv"]
         return weighted, adv_weight
 

@@ -27,6 +27,15 @@ def write_face_folder(folder: Path, astronaut: np.ndarray, grace_hopper: np.ndar
     return folder
 
 
+def face_folder_with_landmarks(folder: Path, astronaut: np.ndarray, grace_hopper: np.ndarray, generated: int = 2) -> Path:
+    """`write_face_folder` plus the landmarks file the RF++ degradation and component losses read."""
+    from training.landmarks import compute_landmarks
+
+    root = write_face_folder(folder, astronaut, grace_hopper, generated=generated)
+    compute_landmarks(root)
+    return root
+
+
 def stage1_tiny_config(faces: Path, out: Path, **sections) -> dict:
     """A stage-1 config mapping for a very small network on 32x32 faces (random loss networks)."""
     cfg = {

@@ -24,10 +24,9 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import REPO
-from helpers.training_data import write_face_folder
+from helpers.training_data import face_folder_with_landmarks
 
 from training.config import apply_overrides, load_config
-from training.landmarks import compute_landmarks
 
 CONFIGS = REPO / "training" / "configs"
 # No term's gradient may be smaller than this fraction of the L1 term's on the parameters it reaches.
@@ -45,19 +44,13 @@ STAGE2 = {  # stage-2 preset -> the stage-1 preset it starts from
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Every test on one intra-op thread (conftest's fixture): the runs compare numbers across processes.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def faces(tmp_path_factory, astronaut, grace_hopper) -> Path:
-    root = write_face_folder(tmp_path_factory.mktemp("shares") / "faces", astronaut, grace_hopper, generated=2)
-    compute_landmarks(root)
-    return root
+    return face_folder_with_landmarks(tmp_path_factory.mktemp("shares") / "faces", astronaut, grace_hopper)
 
 
 def cpu_overrides(faces: Path, out: Path) -> list[str]:

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import REPO
-from helpers.training_data import write_face_folder
+from helpers.training_data import face_folder_with_landmarks
 
 from training.config import apply_overrides, load_config
 from training.stage1 import Stage1Config
@@ -31,21 +31,13 @@ def preset(cls, name: str, *overrides: str):
     return load_config(cls, data=apply_overrides(CONFIGS / f"{name}.yaml", list(overrides)))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Every test on one intra-op thread (conftest's fixture): the runs compare numbers across processes.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def faces(tmp_path_factory, astronaut, grace_hopper) -> Path:
-    from training.landmarks import compute_landmarks
-
-    root = write_face_folder(tmp_path_factory.mktemp("presets") / "faces", astronaut, grace_hopper, generated=2)
-    compute_landmarks(root)
-    return root
+    return face_folder_with_landmarks(tmp_path_factory.mktemp("presets") / "faces", astronaut, grace_hopper)
 
 
 def cpu(faces: Path, out: Path, *extra: str) -> list[str]:

@@ -30,12 +30,8 @@ ROOT = REPO
 CONFIGS = ROOT / "training" / "configs"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Every test on one intra-op thread (conftest's fixture): the runs compare numbers across processes.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

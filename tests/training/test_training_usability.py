@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 from helpers import REPO
 from helpers.training_data import stage1_tiny_config, write_face_folder
@@ -25,12 +24,8 @@ CONFIGS = ROOT / "training" / "configs"
 LINE = re.compile(r"^(stage[12]) step (\d+)/(\d+) \| (.*) \| ([\d.]+) img/s \| ETA (\d+:\d\d:\d\d)$")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Every test on one intra-op thread (conftest's fixture): the runs compare numbers across processes.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -114,3 +114,11 @@ def adaptive_weight(
     D.all_reduce_mean(g_rec)
     D.all_reduce_mean(g_adv)
     return (g_rec.norm() / (g_adv.norm() + eps)).clamp(0.0, max_weight).detach()
+
+
+def adversarial_weight(settings, rec_loss: torch.Tensor, adv_loss: torch.Tensor, last_layer: torch.Tensor) -> torch.Tensor:
+    """The weight of the generator's adversarial term under a discriminator config (`weight`,
+    `adaptive_weight`, `adaptive_max`): the adaptive weight times `weight`, or `weight` alone."""
+    if settings.adaptive_weight:
+        return adaptive_weight(rec_loss, adv_loss, last_layer, max_weight=settings.adaptive_max) * settings.weight
+    return torch.tensor(settings.weight, device=adv_loss.device)
