@@ -204,6 +204,38 @@ def test_channels_last_group_norm_of_large_groups_is_as_exact_as_the_nchw_kernel
         assert torch.equal(x, before)
 
 
+def test_the_first_norm_of_a_residual_block_reuses_one_workspace_map():
+    """A residual block's first GroupNorm+SiLU on a large channels-last map goes into a per-thread
+    workspace map that the next block reuses (no fresh pages to fault in); nothing a block returns
+    lives there, so earlier outputs stay intact, and an optimised network empties the workspace
+    after its forward (and restore_plain removes that hook)."""
+    from restoreformer_node.runtime import fast
+
+    torch.manual_seed(0)
+    block = ResnetBlock(8, 8, groups=2)
+    fast_block = copy.deepcopy(block)
+    fast_block.__class__ = FastResnetBlock
+    xs = [torch.randn(1, 8, 192, 192).contiguous(memory_format=torch.channels_last) + i for i in range(2)]
+    assert 4 * 192 * 192 >= fast._CL_PRECISE_MIN_GROUP
+    fast._workspace.maps.clear()
+    with torch.no_grad():
+        outs = [fast_block(x) for x in xs]
+        kept = [o.clone() for o in outs]
+        again = fast_block(xs[0])  # the workspace is overwritten; the outputs above are not
+        assert len(fast._workspace.maps) == 1
+        workspace = next(iter(fast._workspace.maps.values()))
+        assert all(o.data_ptr() != workspace.data_ptr() for o in [*outs, again])
+        assert all(torch.equal(o, k) for o, k in zip(outs, kept, strict=True)) and torch.equal(again, outs[0])
+        for x, out in zip(xs, outs, strict=True):
+            torch.testing.assert_close(out, block(x), rtol=0, atol=1e-4)
+        model = optimize_for_inference(random_restoreformer())
+        model(torch.rand(1, 3, 64, 64))
+    assert not fast._workspace.maps
+    assert fast._release_workspace in model._forward_hooks.values()
+    restore_plain(model)
+    assert fast._release_workspace not in model._forward_hooks.values()
+
+
 def test_state_dict_keys_unchanged_and_cache_follows_new_weights():
     model = random_restoreformer(tiny_config(RESTOREFORMER_PLUSPLUS))
     plain_sd = model.state_dict()
