@@ -177,9 +177,14 @@ def route_table(table: RouteTable) -> Table:
 # Profiler events -> where the time of a CPU forward goes.
 _PROFILE_GROUPS = {
     "aten::_nnpack_spatial_convolution": "3x3 conv: NNPACK Winograd",
-    "mkldnn::_convolution_pointwise": "3x3 conv: oneDNN, packed weights",
-    "aten::mkldnn_convolution": "other convs (oneDNN: 3x3 NCHW/NHWC, 1x1, stride 2, sub-pixel 2x2)",
+    "mkldnn::_convolution_pointwise": "convs: oneDNN, packed weights (3x3, 1x1, stride 2; residual adds fused)",
+    "mkldnn::_convolution_pointwise_": "convs: oneDNN, packed weights (3x3, 1x1, stride 2; residual adds fused)",
+    "mkldnn::_convolution_transpose_pointwise": "upsamples as transposed convs (oneDNN, packed weights)",
+    "aten::mkldnn_convolution": "convs: oneDNN, weights reordered per call (NCHW/NHWC routes, sub-pixel 2x2)",
     "aten::native_group_norm": "GroupNorm",
+    "aten::batch_norm_update_stats": "GroupNorm",
+    "aten::addcmul": "GroupNorm",
+    "aten::sum": "GroupNorm",
     "aten::silu_": "SiLU (in place)",
     "aten::silu": "SiLU",
     "aten::add_": "residual adds",

@@ -66,7 +66,9 @@ MODES = ("auto", "fixed")
 CONV_ROUTES = ("winograd", "nchw", "channels_last", "packed")
 UPSAMPLE_ROUTES = ("subpixel", "transpose", "nearest")
 CACHE_FILE = "conv_routes.json"
-CACHE_FORMAT = 1
+# 2: every convolution is routed and upsamples may run transposed; format-1 files never timed
+# those, so they are ignored (and rewritten) rather than trusted.
+CACHE_FORMAT = 2
 
 # The fixed rule's threshold: NNPACK's Winograd paid on maps of this side and larger on the first
 # machine measured; on smaller maps the per-call transform of the (widest) kernels cost more.

@@ -37,6 +37,7 @@ optimised model can still be fine-tuned (slowly) without silent gradient errors.
 
 from __future__ import annotations
 
+import threading
 import warnings
 
 import torch
@@ -131,8 +132,8 @@ def subpixel_upsample_conv(
 
 # PyTorch's CPU GroupNorm kernel for channels-last input accumulates the group sums in a way that
 # loses ~1e-3 (relative) on groups of 2^18+ elements with a mean offset; the NCHW kernel loses
-# ~3e-6. Subtracting a per-group shift first (GroupNorm is invariant to it) cuts the loss ~10x.
-_CL_SHIFT_MIN_GROUP = 1 << 17
+# ~3e-6. On groups this large, `_channels_last_group_norm` computes the statistics another way.
+_CL_PRECISE_MIN_GROUP = 1 << 17
 
 
 def _is_channels_last(x: torch.Tensor) -> bool:
@@ -160,12 +161,38 @@ def _lean_dtype(x: torch.Tensor) -> torch.dtype | None:
     return dtype
 
 
-def _norm(norm: nn.GroupNorm, x: torch.Tensor, scratch: bool = False) -> torch.Tensor:
+class _Workspace(threading.local):
+    """Maps that hold results no one keeps (one per shape and layout, per thread), reused instead of
+    allocated: the C allocator serves maps over 32 MB with fresh pages, which the kernel faults in
+    and zeroes one by one, costing more than the pass that fills them. Emptied after each forward
+    of an optimised network (`_release_workspace`)."""
+
+    def __init__(self) -> None:
+        self.maps: dict[tuple, torch.Tensor] = {}
+
+    def like(self, x: torch.Tensor) -> torch.Tensor:
+        key = (tuple(x.shape), x.stride(), x.dtype, x.device)
+        if key not in self.maps:
+            self.maps[key] = torch.empty_like(x)
+        return self.maps[key]
+
+
+_workspace = _Workspace()
+
+
+def _release_workspace(module: nn.Module, args, output) -> None:
+    """Forward hook of an optimised network: free this thread's workspace maps."""
+    _workspace.maps.clear()
+
+
+def _norm(norm: nn.GroupNorm, x: torch.Tensor, scratch: bool = False, transient: bool = False) -> torch.Tensor:
     """GroupNorm. Under autocast with islands: statistics and output in fp32 whatever the input
     dtype. Under autocast without islands: in the half dtype (the kernels still accumulate the
     statistics in fp32). Without autocast: in x's dtype (a model cast to half runs natively).
 
     `scratch=True` allows x to be overwritten (a temporary no one reads afterwards).
+    `transient=True`: the caller drops the result before the next GroupNorm runs, so it may live
+    in a reused workspace map.
     """
     lean = _lean_dtype(x)
     if lean is not None or (_autocast_dtype(x) is None and x.dtype != torch.float32):
@@ -175,11 +202,30 @@ def _norm(norm: nn.GroupNorm, x: torch.Tensor, scratch: bool = False) -> torch.T
     x = x.float()
     b, c, h, w = x.shape
     g = norm.num_groups
-    if x.device.type == "cpu" and _is_channels_last(x) and (c // g) * h * w >= _CL_SHIFT_MIN_GROUP:
-        shift = x[:, :, ::8, ::8].mean(dim=(2, 3)).view(b, g, c // g).mean(dim=2)
-        shift = shift.repeat_interleave(c // g, dim=1).view(b, c, 1, 1)
-        x = x.sub_(shift) if scratch else x - shift
+    if x.device.type == "cpu" and _is_channels_last(x) and (c // g) * h * w >= _CL_PRECISE_MIN_GROUP:
+        out = x if scratch else _workspace.like(x) if transient else None
+        return _channels_last_group_norm(norm, x, out)
     return F.group_norm(x, g, norm.weight.float(), norm.bias.float(), norm.eps)
+
+
+def _channels_last_group_norm(norm: nn.GroupNorm, x: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+    """GroupNorm of a large fp32 channels-last CPU map, from per-channel statistics that read the map
+    in its own layout: means from ATen's sum (pairwise accumulation), variances from its batch-norm
+    statistics kernel (one image at a time), merged into group statistics in float64, then one
+    per-channel scale and shift. At most half the error of ATen's channels-last GroupNorm kernel
+    (tests), and cheaper than shifting the map by its group means first (the earlier fix: a whole
+    pass more). `out`: where the result goes (x itself, or a workspace map; None: a new map)."""
+    b, c, h, w = x.shape
+    g, cg = norm.num_groups, c // norm.num_groups
+    mean = (x.sum(dim=(2, 3)).double() / (h * w)).view(b, g, cg)
+    var = torch.stack([torch.batch_norm_update_stats(x[i : i + 1], None, None, 0.0)[1] for i in range(b)])
+    var = var.double().view(b, g, cg)  # biased, per channel
+    group_mean = mean.mean(dim=2, keepdim=True)
+    group_var = (var + (mean - group_mean) ** 2).mean(dim=2, keepdim=True)  # the law of total variance
+    scale = torch.rsqrt(group_var + norm.eps).expand(b, g, cg).reshape(b, c) * norm.weight.double()
+    shift = norm.bias.double() - group_mean.expand(b, g, cg).reshape(b, c) * scale
+    shift, scale = shift.float().view(b, c, 1, 1), scale.float().view(b, c, 1, 1)
+    return torch.addcmul(shift, x, scale) if out is None else torch.addcmul(shift, x, scale, out=out)
 
 
 # GroupNorm then SiLU as one generated kernel (torch.compile of just these two ops), per device
@@ -215,13 +261,13 @@ def _fused_norm_silu(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor | None
         return None
 
 
-def norm_silu(norm: nn.GroupNorm, x: torch.Tensor, scratch: bool = False) -> torch.Tensor:
+def norm_silu(norm: nn.GroupNorm, x: torch.Tensor, scratch: bool = False, transient: bool = False) -> torch.Tensor:
     """GroupNorm (see `_norm` for its dtype) then SiLU in place, or both in one fused kernel
     (FUSED_NORM_SILU)."""
     fused = _fused_norm_silu(norm, x)
     if fused is not None:
         return fused
-    return F.silu(_norm(norm, x, scratch), inplace=True)
+    return F.silu(_norm(norm, x, scratch, transient), inplace=True)
 
 
 def _residual(stream: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
@@ -296,7 +342,7 @@ class FastResnetBlock(ResnetBlock):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled():
             return super().forward(x)
-        h = self.conv1(norm_silu(self.norm1, x))
+        h = self.conv1(norm_silu(self.norm1, x, transient=True))  # conv1 only reads it
         h = norm_silu(self.norm2, h, scratch=h.dtype == torch.float32)
         shortcut = x if self.nin_shortcut is None else stream_conv(self.nin_shortcut, x)
         fused = conv_add(self.conv2, h, shortcut, into_other=self.nin_shortcut is not None)
@@ -441,6 +487,8 @@ def optimize_for_inference(
             continue
         if fast is not None:
             module.__class__ = fast
+    if _release_workspace not in model._forward_hooks.values():
+        model.register_forward_hook(_release_workspace)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     return model.eval()
@@ -460,6 +508,8 @@ def restore_plain(model: RestoreFormer) -> RestoreFormer:
             if plain is Upsample and "subpixel_weight" in module._buffers:
                 del module._buffers["subpixel_weight"]
                 module.__dict__.pop("_subpixel_stamp", None)
+    for key in [k for k, hook in model._forward_hooks.items() if hook is _release_workspace]:
+        del model._forward_hooks[key]
     model.to(memory_format=torch.contiguous_format)
     return model
 

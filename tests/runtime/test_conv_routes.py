@@ -213,8 +213,11 @@ def test_the_key_names_the_cpu_the_torch_version_and_the_threads(tmp_path, clock
 
 @pytest.mark.parametrize(
     "content",
-    ["{not json", "[]", '{"format": 99, "machines": {}}', '{"format": 1, "machines": []}', "\x00\xff"],
-    ids=["truncated", "a list", "other format", "bad machines", "binary"],
+    [
+        "{not json", "[]", '{"format": 99, "machines": {}}', '{"format": 1, "machines": {}}',
+        f'{{"format": {conv_routes.CACHE_FORMAT}, "machines": []}}', "\x00\xff",
+    ],
+    ids=["truncated", "a list", "other format", "the first format", "bad machines", "binary"],
 )
 def test_a_corrupt_cache_file_is_ignored_and_rewritten(tmp_path, clocked, content, caplog):
     path = tmp_path / "routes.json"
@@ -236,7 +239,7 @@ def test_a_corrupt_cache_file_is_ignored_and_rewritten(tmp_path, clocked, conten
 def test_records_naming_unknown_routes_are_dropped_and_other_machines_kept(tmp_path, clocked):
     path = tmp_path / "routes.json"
     other = "Some Other CPU | avx2 | torch 0.0 | 4 threads"
-    path.write_text(json.dumps({"format": 1, "machines": {
+    path.write_text(json.dumps({"format": conv_routes.CACHE_FORMAT, "machines": {
         machine_key(): {"conv3x3 4->4 8x8": {"route": "gpu_magic"}, "conv3x3 4->4 9x9": "nonsense"},
         other: {"conv3x3 4->4 8x8": {"route": "nchw", "ms": {"nchw": 1.0}}},
     }}))
