@@ -39,11 +39,11 @@ from .data import FaceDataset
 from .degradation import GtAugment
 from .losses import (
     PatchDiscriminator,
-    adversarial_weight,
     build_perceptual,
     generator_loss,
     hinge_d_loss,
     vanilla_d_loss,
+    weigh_terms,
 )
 from .trainer import Phase, Task, Trainer, step_schedule
 
@@ -170,15 +170,8 @@ class Stage1(Task):
         lc = self.cfg.loss
         weights = {"l1": lc.l1_weight, "perceptual": lc.perceptual.weight, "lpips_style": lc.perceptual.style_weight,
                    "codebook": lc.codebook_weight, "commitment": lc.commitment_weight}
-        weighted = {k: weights[k] * v for k, v in terms.items() if k != "g_adv"}
-        adv_weight = None
-        if "g_adv" in terms:
-            d = lc.discriminator
-            rec = weighted["l1"] + weighted.get("perceptual", 0.0)
-            last = trainer.modules["generator"].decoder.conv_out.weight
-            adv_weight = adversarial_weight(d, rec, terms["g_adv"], last)
-            weighted["g_adv"] = adv_weight * terms["g_adv"]
-        return weighted, adv_weight
+        last = trainer.modules["generator"].decoder.conv_out.weight
+        return weigh_terms(terms, weights, "g_adv", lc.discriminator, last)
 
     def generator_loss(self, trainer: Trainer, batch: dict, state: dict):
         terms = self.generator_terms(trainer, batch, state)

@@ -45,7 +45,7 @@ from .data import FaceDataset, SampleKey, sample_generator
 from .degradation import Degradation
 from .errors import DataError, TrainingFileError
 from .landmarks import LandmarkTable, default_landmarks_path
-from .losses import PatchDiscriminator, adversarial_weight, build_perceptual, hinge_d_loss, vanilla_d_loss
+from .losses import PatchDiscriminator, build_perceptual, hinge_d_loss, vanilla_d_loss, weigh_terms
 from .losses.components import (
     REGIONS,
     STYLE_DISTANCES,
@@ -502,15 +502,8 @@ class Stage2(Task):
         weights = {"l1": lc.l1_weight, "perceptual": lc.perceptual.weight, "lpips_style": lc.perceptual.style_weight,
                    "prior": lc.prior_weight, "comp_gan": lc.component.weight,
                    "comp_style": lc.component.style_weight, "identity": lc.identity.weight}
-        weighted = {k: weights[k] * v for k, v in terms.items() if k != "adv"}
-        adv_weight = None
-        if "adv" in terms:
-            d = lc.discriminator
-            rec = weighted["l1"] + weighted.get("perceptual", 0.0)
-            last = trainer.modules["generator"].decoder.conv_out.weight
-            adv_weight = adversarial_weight(d, rec, terms["adv"], last)
-            weighted["adv"] = adv_weight * terms["adv"]
-        return weighted, adv_weight
+        last = trainer.modules["generator"].decoder.conv_out.weight
+        return weigh_terms(terms, weights, "adv", lc.discriminator, last)
 
     def generator_loss(self, trainer: Trainer, batch: dict, state: dict):
         terms = self.generator_terms(trainer, batch, state)

@@ -8,6 +8,7 @@ from .adversarial import (
     generator_loss,
     hinge_d_loss,
     vanilla_d_loss,
+    weigh_terms,
 )
 from .perceptual import LPIPS, VGGPerceptual, build_perceptual, load_weights_file
 
@@ -23,4 +24,5 @@ __all__ = [
     "hinge_d_loss",
     "load_weights_file",
     "vanilla_d_loss",
+    "weigh_terms",
 ]

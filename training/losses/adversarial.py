@@ -122,3 +122,16 @@ def adversarial_weight(settings, rec_loss: torch.Tensor, adv_loss: torch.Tensor,
     if settings.adaptive_weight:
         return adaptive_weight(rec_loss, adv_loss, last_layer, max_weight=settings.adaptive_max) * settings.weight
     return torch.tensor(settings.weight, device=adv_loss.device)
+
+
+def weigh_terms(terms: dict, weights: dict, adv_key: str, settings, last_layer: torch.Tensor):
+    """(each term times its weight, the adversarial weight or None). The adversarial term `adv_key`
+    is weighed against rec = l1 + perceptual (the released code's nll) at `last_layer`, and comes last
+    in the dict, so the loss sums the terms in the same order in every stage."""
+    weighted = {k: weights[k] * v for k, v in terms.items() if k != adv_key}
+    if adv_key not in terms:
+        return weighted, None
+    rec = weighted["l1"] + weighted.get("perceptual", 0.0)
+    adv_weight = adversarial_weight(settings, rec, terms[adv_key], last_layer)
+    weighted[adv_key] = adv_weight * terms[adv_key]
+    return weighted, adv_weight
