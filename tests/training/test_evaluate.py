@@ -14,12 +14,11 @@ import json
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from helpers import REPO
+from helpers.evaluation import fid_by_eigenvalues, square_faces
 from PIL import Image
 
 from training.metrics import feature_statistics, frechet_distance, psnr, ssim
@@ -77,17 +76,6 @@ def test_frechet_distance_of_gaussians_by_hand():
     assert frechet_distance(mu, sigma, mu, sigma) == pytest.approx(0.0, abs=1e-9)
 
 
-def _fid_by_eigenvalues(mu1, s1, mu2, s2):
-    """Tr sqrt(S1 S2) = sum of sqrt(eigenvalues of R1 S2 R1) with R1 = S1^(1/2): symmetric
-    eigen-decompositions only, no scipy.linalg.sqrtm (an independent route for the tests)."""
-    w, v = np.linalg.eigh(s1)
-    r1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-    m = r1 @ s2 @ r1
-    ev = np.linalg.eigvalsh((m + m.T) / 2)
-    d = mu1 - mu2
-    return d @ d + np.trace(s1) + np.trace(s2) - 2 * np.sqrt(np.clip(ev, 0, None)).sum()
-
-
 @pytest.mark.filterwarnings("error")
 def test_frechet_distance_runs_on_the_installed_scipy_with_warnings_as_errors():
     """`sqrtm(..., disp=False)` is deprecated in SciPy 1.16/1.17 and gone in 1.18: with every warning
@@ -100,7 +88,7 @@ def test_frechet_distance_runs_on_the_installed_scipy_with_warnings_as_errors():
         f1, f2 = rng.normal(size=(n, d)), rng.normal(size=(n, d)) * 1.2 + 0.1
         (m1, c1), (m2, c2) = feature_statistics(f1), feature_statistics(f2)
         value = frechet_distance(m1, c1, m2, c2)
-        assert value == pytest.approx(_fid_by_eigenvalues(m1, c1, m2, c2), rel=1e-6), (scipy.__version__, n, d)
+        assert value == pytest.approx(fid_by_eigenvalues(m1, c1, m2, c2), rel=1e-6), (scipy.__version__, n, d)
         assert value > 0.1
 
 
@@ -113,35 +101,11 @@ def test_frechet_distance_refuses_a_root_with_large_imaginary_parts():
         frechet_distance(mu, np.eye(2), mu, bad)
 
 
-def _faces(folder: Path, photos: list[np.ndarray], size: int) -> list[str]:
-    folder.mkdir(parents=True, exist_ok=True)
-    names = []
-    for i, photo in enumerate(photos):
-        side = min(photo.shape[:2])
-        im = Image.fromarray(photo[:side, :side]).resize((size, size), Image.Resampling.BICUBIC)
-        name = f"face_{i:02d}"
-        im.save(folder / f"{name}.png")
-        names.append(name)
-    return names
-
-
-@pytest.fixture
-def tiny_model_file(tmp_path):
-    from restoreformer_node.model import RESTOREFORMER, RestoreFormer, tiny_config
-    from restoreformer_node.weights import save_restoreformer
-
-    torch.manual_seed(0)
-    model = RestoreFormer(tiny_config(RESTOREFORMER))
-    path = tmp_path / "tiny_rf.safetensors"
-    save_restoreformer(model, path, model.config)
-    return path
-
-
 def test_identical_folders_report_inf_psnr_and_unit_ssim(tmp_path, astronaut, grace_hopper):
     from training.evaluate import main
 
     gt = tmp_path / "gt"
-    names = _faces(gt, [astronaut, grace_hopper], 64)
+    names = square_faces(gt, [astronaut, grace_hopper], 64)
     out = tmp_path / "eval"
     assert main(["--gt", str(gt), "--restored", str(gt), "--out", str(out), "--no-fid", "--name", "same"]) == 0
     rows = list(csv.DictReader((out / "metrics.csv").open()))
@@ -163,7 +127,7 @@ def test_degrade_restore_and_report_every_metric(tmp_path, astronaut, grace_hopp
     from training.evaluate import main
 
     gt = tmp_path / "gt"
-    names = _faces(gt, [astronaut, grace_hopper, astronaut[::-1].copy()], 64)
+    names = square_faces(gt, [astronaut, grace_hopper, astronaut[::-1].copy()], 64)
     out = tmp_path / "eval"
     args = ["--gt", str(gt), "--model", str(tiny_model_file), "--degrade", "--seed", "3", "--out", str(out),
             "--allow-random-networks", "--batch-size", "3"]
@@ -201,9 +165,9 @@ def test_bad_inputs_are_named(tmp_path, astronaut, tiny_model_file, capsys):
     from training.evaluate import main
 
     gt = tmp_path / "gt"
-    _faces(gt, [astronaut], 64)
+    square_faces(gt, [astronaut], 64)
     other = tmp_path / "other"
-    _faces(other, [astronaut, astronaut], 64)
+    square_faces(other, [astronaut, astronaut], 64)
     assert main(["--gt", str(gt), "--restored", str(other), "--out", str(tmp_path / "o"), "--no-fid"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--restored: images and --gt must pair by file name" in err and "face_01" in err
@@ -213,7 +177,7 @@ def test_bad_inputs_are_named(tmp_path, astronaut, tiny_model_file, capsys):
 
 def test_command_line_entry_point(tmp_path, astronaut):
     gt = tmp_path / "gt"
-    _faces(gt, [astronaut], 32)
+    square_faces(gt, [astronaut], 32)
     done = subprocess.run(
         [sys.executable, "-m", "training", "evaluate", "--gt", str(gt), "--restored", str(gt),
          "--out", str(tmp_path / "o"), "--no-fid"],

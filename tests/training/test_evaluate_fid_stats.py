@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import REPO
+from helpers.evaluation import fid_by_eigenvalues
 from PIL import Image
 
 from training.eval_fid import FidStatistics, StatisticsError, read_statistics, write_statistics
@@ -156,16 +157,6 @@ def test_fid_stats_command_writes_the_folder_statistics(tmp_path, astronaut, gra
     assert main(["fid-stats", str(folder), "--out", str(tmp_path / "x.txt")]) == 2
 
 
-def _fid_by_eigenvalues(mu1, s1, mu2, s2):
-    """Tr sqrt(S1 S2) from symmetric eigen-decompositions (no scipy sqrtm): an independent route."""
-    w, v = np.linalg.eigh(s1)
-    r1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-    m = r1 @ s2 @ r1
-    ev = np.linalg.eigvalsh((m + m.T) / 2)
-    d = mu1 - mu2
-    return d @ d + np.trace(s1) + np.trace(s2) - 2 * np.sqrt(np.clip(ev, 0, None)).sum()
-
-
 @pytest.mark.slow
 def test_fid_against_basicsr_layout_statistics_written_by_fid_stats(tmp_path, astronaut, grace_hopper):
     """The ground truth's statistics written by fid-stats, rewritten in basicsr's layout (numpy-1 names
@@ -187,7 +178,7 @@ def test_fid_against_basicsr_layout_statistics_written_by_fid_stats(tmp_path, as
         assert main(["--gt", str(gt), "--restored", str(restored), "--out", str(tmp_path / "b"),
                      "--fid-reference", str(reference)]) == 0
     r, g = read_statistics(tmp_path / "restored.npz"), read_statistics(reference)
-    expected = _fid_by_eigenvalues(r.mu, r.sigma, g.mu, g.sigma)
+    expected = fid_by_eigenvalues(r.mu, r.sigma, g.mu, g.sigma)
     b = json.loads((tmp_path / "b" / "summary.json").read_text())
     assert b["summary"]["restored"]["FID"] == pytest.approx(expected, rel=1e-5)
     assert expected > 1

@@ -21,32 +21,10 @@ import numpy as np
 import pytest
 import torch
 from helpers import REPO
+from helpers.evaluation import square_faces
 from PIL import Image
 
 from training.metrics import psnr
-
-
-def _faces(folder: Path, photos: list[np.ndarray], size: int) -> list[str]:
-    folder.mkdir(parents=True, exist_ok=True)
-    names = []
-    for i, photo in enumerate(photos):
-        side = min(photo.shape[:2])
-        im = Image.fromarray(photo[:side, :side]).resize((size, size), Image.Resampling.BICUBIC)
-        names.append(f"face_{i:02d}")
-        im.save(folder / f"{names[-1]}.png")
-    return names
-
-
-@pytest.fixture
-def tiny_model_file(tmp_path):
-    from restoreformer_node.model import RESTOREFORMER, RestoreFormer, tiny_config
-    from restoreformer_node.weights import save_restoreformer
-
-    torch.manual_seed(0)
-    model = RestoreFormer(tiny_config(RESTOREFORMER))
-    path = tmp_path / "tiny_rf.safetensors"
-    save_restoreformer(model, path, model.config)
-    return path
 
 
 class _RunsCode:
@@ -105,14 +83,14 @@ def _bad_cases(gt: Path, restored: Path, small: Path, broken: Path, files: Path,
 @pytest.fixture
 def folders(tmp_path, astronaut, grace_hopper):
     gt = tmp_path / "gt"
-    _faces(gt, [astronaut, grace_hopper], 64)
+    square_faces(gt, [astronaut, grace_hopper], 64)
     small = tmp_path / "small"
-    _faces(small, [astronaut, grace_hopper], 48)
+    square_faces(small, [astronaut, grace_hopper], 48)
     broken = tmp_path / "broken"
-    _faces(broken, [astronaut, grace_hopper], 64)
+    square_faces(broken, [astronaut, grace_hopper], 64)
     (broken / "face_01.png").write_bytes((broken / "face_01.png").read_bytes()[:100])  # truncated
-    _faces(tmp_path / "one", [astronaut], 64)
-    _faces(tmp_path / "odd", [astronaut], 62)
+    square_faces(tmp_path / "one", [astronaut], 64)
+    square_faces(tmp_path / "odd", [astronaut], 62)
     (tmp_path / "empty").mkdir()
     return gt, small, broken
 
@@ -290,7 +268,7 @@ def _seed_that_changes_gt(gt_folder: Path) -> tuple[int, list[str]]:
 @pytest.fixture
 def gt3(tmp_path, astronaut, grace_hopper):
     gt = tmp_path / "gt"
-    _faces(gt, [astronaut, grace_hopper, astronaut[::-1].copy()], 64)
+    square_faces(gt, [astronaut, grace_hopper, astronaut[::-1].copy()], 64)
     return gt
 
 

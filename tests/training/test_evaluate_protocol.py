@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers.evaluation import fid_by_eigenvalues
 from PIL import Image
 
 cv2 = pytest.importorskip("cv2")
@@ -277,15 +278,6 @@ def test_identity_angle_is_exactly_zero_for_equal_embeddings_where_float32_is_no
     assert float32_nonzero > 0
 
 
-def _fid_by_eigenvalues(mu1, s1, mu2, s2):
-    w, v = np.linalg.eigh(s1)
-    r1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-    m = r1 @ s2 @ r1
-    ev = np.linalg.eigvalsh((m + m.T) / 2)
-    d = mu1 - mu2
-    return d @ d + np.trace(s1) + np.trace(s2) - 2 * np.sqrt(np.clip(ev, 0, None)).sum()
-
-
 @pytest.mark.slow
 @torch.no_grad()
 def test_released_fid_on_mixed_sizes_matches_basicsr_steps_done_by_hand(tmp_path, astronaut, grace_hopper):
@@ -316,7 +308,7 @@ def test_released_fid_on_mixed_sizes_matches_basicsr_steps_done_by_hand(tmp_path
         return np.stack(rows)
 
     f_restored, f_gt = feats(restored), feats(gt)
-    expected = _fid_by_eigenvalues(f_restored.mean(0), np.cov(f_restored, rowvar=False),
+    expected = fid_by_eigenvalues(f_restored.mean(0), np.cov(f_restored, rowvar=False),
                                    f_gt.mean(0), np.cov(f_gt, rowvar=False))
     assert fid == pytest.approx(expected, rel=1e-5)
     assert fid > 1.0
