@@ -84,7 +84,7 @@ def safe_load(path: str | Path, what: str, *, fix_damaged: str, fix_missing: str
 def translate(err, path: Path, what: str, fix_damaged: str) -> TrainingFileError:
     """The node pack's WeightLoadError, reworded for `what` (a training file)."""
     problem = err.problem
-    if err.kind == "code" and "TorchScript" not in err.layout:
+    if err.kind == "code":
         found = _IMPORTS.search(problem)
         names = found.group(1) if found else "globals torch does not allow"
         text = (f"loading it would run code: its pickle imports {names}, which a training file never needs. "
